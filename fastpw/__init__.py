@@ -1,0 +1,52 @@
+"""fastpw: fast CPU kernels for 1x1 ("pointwise") convolution.
+
+A 1x1 convolution mixes channels at every pixel, y[n,k,h,w] = sum_c W[k,c] x[n,c,h,w]
++ b[k]: a GEMM per image. fastpw computes it with cache-blocked SIMD microkernels in
+either layout, without transposing or im2col-ing the input:
+
+    python call ──► fastpw._api        validate, normalize layout/dtype, pick a path
+                     │
+                     ▼
+                   fastpw._kernels     tile loop: OpenMP over output blocks, GIL released
+                     │  function-pointer table
+                     ▼
+                   include/fastpw/dispatch.h   CPU features found once; families best first
+                     │
+                     ▼
+                   include/fastpw/f32/<isa>.h  one microkernel family per file
+
+Kernel family: the best one the CPU supports is chosen at import (CPUID + XGETBV on
+x86-64); the environment variable FASTPW_ISA=<name> forces one ("scalar", "avx2",
+"avx512"); ``isa()`` names the family in use and ``available_isas()`` lists the rest.
+
+Threads: each call splits its outputs into blocks that OpenMP threads take in a static
+schedule. The reduction over channels is never split, so every output is summed by one
+thread in one order: results are bitwise identical for any thread count. ``num_threads``
+caps a call; by default OpenMP's setting applies (OMP_NUM_THREADS, threadpoolctl).
+"""
+
+import os as _os
+
+from . import _kernels
+from ._api import Conv1x1, conv1x1
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conv1x1",
+    "available_isas",
+    "conv1x1",
+    "cpu_features",
+    "isa",
+    "max_threads",
+    "openmp_enabled",
+]
+
+cpu_features = _kernels.cpu_features
+available_isas = _kernels.available_isas
+isa = _kernels.isa
+openmp_enabled = _kernels.openmp_enabled
+max_threads = _kernels.max_threads
+_set_isa = _kernels.set_isa
+
+_kernels._init_family(_os.environ.get("FASTPW_ISA", "").strip().lower() or None)

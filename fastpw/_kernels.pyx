@@ -1,0 +1,577 @@
+# cython: language_level=3
+"""Tile loop, threading and weight packing for fastpw (knows no ISA).
+
+A 1x1 convolution is one GEMM per (image, group). This module cuts each GEMM into
+blocks of MB x NB outputs (the OpenMP work items), walks every block in MR x NR
+register tiles, and calls the active family's microkernel through the table in
+include/fastpw/dispatch.h. The reduction over input channels is never split, so each
+output is summed by one thread in one fixed order: bitwise identical results for any
+thread count.
+
+Three orientations map a layer onto the microkernel contract (include/fastpw/fastpw.h):
+
+  NCHW direct      rows = output channels (A = weight panels), cols = pixels (B = x rows)
+  NCHW transposed  rows = pixels (A = x read down a channel), cols = output channels
+                   (B = transposed weight panels), stored transposed; used when the
+                   pixel count wastes many vector lanes (7x7 = 49 pixels, say)
+  NHWC             rows = pixels (A = x rows), cols = output channels (B = weight panels)
+"""
+
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int64_t, uintptr_t
+from libc.string cimport memset
+
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+
+cdef extern from "fastpw/dispatch.h" nogil:
+    ctypedef struct fpw_f32_tile:
+        size_t kc
+        size_t mr, nr
+        const float *a
+        ptrdiff_t a_rs, a_cs
+        const float *b
+        ptrdiff_t b_rs
+        int b_padded
+        float *c
+        ptrdiff_t c_rs, c_cs
+        const float *bias
+        int bias_on_rows
+        int clamp
+        float lo, hi
+
+    ctypedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile *tile) noexcept nogil
+
+    ctypedef struct fpw_cpu_features:
+        int sse42, avx, fma, avx2, f16c
+        int avx512f, avx512bw, avx512dq, avx512vl, avx512_vnni, avx_vnni
+        int amx_tile, amx_int8
+        int neon, asimddp
+
+    ctypedef struct fpw_family:
+        const char *name
+        size_t mr, nr
+        size_t lanes
+        fpw_f32_gemm_fn f32_gemm
+        double (*fma_peak_loop)(long iterations) noexcept nogil
+        int (*supported)(const fpw_cpu_features *cpu) noexcept nogil
+
+    const fpw_family fpw_families[]
+    int FPW_NUM_FAMILIES
+    fpw_cpu_features fpw_detect_cpu()
+    int fpw_openmp_enabled()
+    int fpw_max_threads()
+
+
+# ---------------------------------------------------------------------------------------
+# CPU features and the active kernel family
+
+cdef fpw_cpu_features _cpu = fpw_detect_cpu()
+cdef int _active_family = -1
+
+_FEATURE_NAMES = ("sse42", "avx", "fma", "avx2", "f16c", "avx512f", "avx512bw", "avx512dq",
+                  "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "neon",
+                  "asimddp")
+
+
+def cpu_features():
+    """Detected CPU features as {name: bool} (CPUID + XGETBV on x86-64, HWCAP on aarch64)."""
+    cdef dict d = _cpu
+    return {name: bool(d[name]) for name in _FEATURE_NAMES}
+
+
+def available_isas():
+    """Kernel families this CPU can run, best first (always ends with "scalar")."""
+    return [fpw_families[i].name.decode() for i in range(FPW_NUM_FAMILIES)
+            if fpw_families[i].supported(&_cpu)]
+
+
+cdef int _family_index(str name) except -1:
+    available = available_isas()
+    for i in range(FPW_NUM_FAMILIES):
+        if fpw_families[i].name.decode() == name and name in available:
+            return i
+    known = [fpw_families[i].name.decode() for i in range(FPW_NUM_FAMILIES)]
+    reason = "this CPU lacks it" if name in known else "unknown kernel family"
+    raise ValueError(f"kernel family {name!r} is not available ({reason}); "
+                     f"available on this CPU: {', '.join(available)}")
+
+
+def set_isa(str name):
+    """Make `name` the family used by later calls and layers; return the previous name."""
+    global _active_family
+    cdef int index = _family_index(name)
+    previous = isa()
+    _active_family = index
+    return previous
+
+
+def isa():
+    """Name of the kernel family in use."""
+    return fpw_families[_active_family].name.decode()
+
+
+def _init_family(requested):
+    """Pick the best supported family, or the one FASTPW_ISA names (called at import)."""
+    global _active_family
+    _active_family = _family_index(requested if requested else available_isas()[0])
+
+
+def openmp_enabled():
+    """True if the extension was built with OpenMP."""
+    return bool(fpw_openmp_enabled())
+
+
+def max_threads():
+    """Threads a call uses by default (OpenMP's, so OMP_NUM_THREADS and threadpoolctl apply)."""
+    return fpw_max_threads()
+
+
+def fma_peak_gflops(str name, double seconds=0.2):
+    """Single-thread float32 FMA throughput of a family, in GFLOP/s.
+
+    Runs the family's register-only loop (independent FMA chains, no memory traffic)
+    long enough to fill `seconds`, and divides the flops it did by the elapsed time.
+    """
+    import time
+    cdef int index = _family_index(name)
+    if fpw_families[index].fma_peak_loop == NULL:
+        return float("nan")
+    cdef long iterations = 1 << 16
+    cdef double flops, elapsed
+    while True:
+        start = time.perf_counter()
+        with nogil:
+            flops = fpw_families[index].fma_peak_loop(iterations)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds or iterations > (1 << 40):
+            return flops / elapsed / 1e9
+        iterations *= 2 if elapsed < seconds / 4 else 1 + <long>(seconds / elapsed)
+
+
+# ---------------------------------------------------------------------------------------
+# The tile loop
+
+cdef struct Gemm:
+    # C[M x N] = A[M x K] * B[K x N] for each (batch, group), plus bias and clamp.
+    int64_t M, N, K
+    const float *a
+    int64_t a_rs, a_cs, a_ts, a_bs, a_gs   # element, row tile, batch and group strides
+    const float *b
+    int64_t b_rs, b_ts, b_bs, b_gs
+    int b_padded
+    float *c
+    int64_t c_rs, c_cs, c_bs, c_gs
+    const float *bias
+    int64_t bias_gs
+    int bias_on_rows
+    int clamp
+    float lo, hi
+    int64_t batches, groups
+    int64_t MR, NR
+    int64_t mb, nb, m_blocks, n_blocks
+    fpw_f32_gemm_fn kernel
+
+
+cdef enum:
+    # Blocks are sized so that one block of A (MB rows x K) stays in a 256 KiB share of
+    # L2 while the tiles of B stream past it.
+    L2_BLOCK_BYTES = 262144
+    # Below this many flops per thread, fork/join costs more than the threads save.
+    MIN_FLOPS_PER_THREAD = 200000
+    # num_threads above this is treated as this (the Python layer clamps it).
+    MAX_THREADS = 65536
+
+
+cdef inline int64_t _round_up(int64_t value, int64_t multiple) noexcept nogil:
+    return (value + multiple - 1) // multiple * multiple
+
+
+cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
+    cdef int64_t M_full = _round_up(g.M, g.MR), N_full = _round_up(g.N, g.NR)
+    cdef int64_t mb = (L2_BLOCK_BYTES // (4 * (g.K if g.K > 0 else 1))) // g.MR * g.MR
+    if mb < g.MR:
+        mb = g.MR
+    if mb > M_full:
+        mb = M_full
+    cdef int64_t nb = N_full
+    cdef int64_t outer = g.batches * g.groups
+    cdef int64_t wanted = 4 * threads if threads > 1 else 1
+    # Cut the dimension that has more tiles left until every thread has several blocks.
+    while outer * ((g.M + mb - 1) // mb) * ((g.N + nb - 1) // nb) < wanted:
+        if nb > g.NR and (nb // g.NR >= mb // g.MR or mb <= g.MR):
+            nb = _round_up((nb + 1) // 2, g.NR)
+        elif mb > g.MR:
+            mb = _round_up((mb + 1) // 2, g.MR)
+        else:
+            break
+    g.mb = mb
+    g.nb = nb
+    g.m_blocks = (g.M + mb - 1) // mb
+    g.n_blocks = (g.N + nb - 1) // nb
+
+
+cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
+    cdef int64_t per_gemm = g.m_blocks * g.n_blocks
+    cdef int64_t outer = item // per_gemm, inner = item % per_gemm
+    cdef int64_t batch = outer // g.groups, group = outer % g.groups
+    cdef int64_t i_begin = (inner // g.n_blocks) * g.mb
+    cdef int64_t j_begin = (inner % g.n_blocks) * g.nb
+    cdef int64_t i_end = min(i_begin + g.mb, g.M), j_end = min(j_begin + g.nb, g.N)
+    cdef const float *a = g.a + batch * g.a_bs + group * g.a_gs
+    cdef const float *b = g.b + batch * g.b_bs + group * g.b_gs
+    cdef float *c = g.c + batch * g.c_bs + group * g.c_gs
+    cdef const float *bias = NULL
+    if g.bias != NULL:
+        bias = g.bias + group * g.bias_gs
+    cdef fpw_f32_tile t
+    t.kc = g.K
+    t.a_rs = g.a_rs
+    t.a_cs = g.a_cs
+    t.b_rs = g.b_rs
+    t.b_padded = g.b_padded
+    t.c_rs = g.c_rs
+    t.c_cs = g.c_cs
+    t.bias_on_rows = g.bias_on_rows
+    t.clamp = g.clamp
+    t.lo = g.lo
+    t.hi = g.hi
+    cdef int64_t i0, j0
+    j0 = j_begin
+    while j0 < j_end:
+        t.nr = min(g.NR, j_end - j0)
+        t.b = b + (j0 // g.NR) * g.b_ts
+        i0 = i_begin
+        while i0 < i_end:
+            t.mr = min(g.MR, i_end - i0)
+            t.a = a + (i0 // g.MR) * g.a_ts
+            t.c = c + i0 * g.c_rs + j0 * g.c_cs
+            t.bias = NULL
+            if bias != NULL:
+                t.bias = bias + (i0 if g.bias_on_rows else j0)
+            g.kernel(&t)
+            i0 += g.MR
+        j0 += g.NR
+
+
+cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
+    cdef double flops = 2.0 * g.M * g.N * g.K * g.batches * g.groups
+    cdef int useful = <int>(flops / MIN_FLOPS_PER_THREAD)
+    if threads > useful:
+        threads = useful if useful > 1 else 1
+    _plan_blocks(g, threads)
+    cdef int64_t items = g.batches * g.groups * g.m_blocks * g.n_blocks
+    cdef int64_t item
+    if threads > items:
+        threads = <int>items
+    if threads <= 1:
+        for item in range(items):
+            _run_block(g, item)
+    else:
+        with parallel(num_threads=threads):
+            for item in prange(items, schedule="static"):
+                _run_block(g, item)
+
+
+# ---------------------------------------------------------------------------------------
+# Weight packing
+
+cdef cnp.ndarray _aligned_empty(int64_t n):
+    """float32 array of n elements whose data starts on a 64-byte boundary."""
+    cdef cnp.ndarray raw = np.empty(n + 16, dtype=np.float32)
+    cdef int64_t offset = ((64 - (<uintptr_t>cnp.PyArray_DATA(raw)) % 64) % 64) // 4
+    return raw[offset:offset + n]
+
+
+cdef cnp.ndarray _pack_row_panels(const float[:, ::1] w, int64_t groups, int64_t MR):
+    """Weight rows in panels of MR: panel p holds rows p*MR.. as [channel][MR], zero-padded.
+
+    Per group: ceil(Kg/MR) panels of Cg*MR floats. This is the broadcast side (A) of
+    the NCHW direct orientation, read with a_rs = 1, a_cs = MR.
+    """
+    cdef int64_t K = w.shape[0], Cg = w.shape[1], Kg = K // groups
+    cdef int64_t panels = (Kg + MR - 1) // MR
+    cdef cnp.ndarray out = _aligned_empty(groups * panels * Cg * MR)
+    cdef float *dst = <float *>cnp.PyArray_DATA(out)
+    cdef int64_t g, k, c, row
+    with nogil:
+        memset(dst, 0, groups * panels * Cg * MR * sizeof(float))
+        for g in range(groups):
+            for k in range(Kg):
+                row = g * Kg + k
+                for c in range(Cg):
+                    dst[((g * panels + k // MR) * Cg + c) * MR + k % MR] = w[row, c]
+    return out
+
+
+cdef cnp.ndarray _pack_column_panels(const float[:, ::1] w, int64_t groups, int64_t NR):
+    """Transposed weight in panels of NR output channels: [channel][NR], zero-padded.
+
+    Per group: ceil(Kg/NR) panels of Cg*NR floats. This is the vector side (B) of the
+    NHWC and NCHW-transposed orientations, read with b_rs = NR.
+    """
+    cdef int64_t K = w.shape[0], Cg = w.shape[1], Kg = K // groups
+    cdef int64_t panels = (Kg + NR - 1) // NR
+    cdef cnp.ndarray out = _aligned_empty(groups * panels * Cg * NR)
+    cdef float *dst = <float *>cnp.PyArray_DATA(out)
+    cdef int64_t g, k, c, row
+    with nogil:
+        memset(dst, 0, groups * panels * Cg * NR * sizeof(float))
+        for g in range(groups):
+            for k in range(Kg):
+                row = g * Kg + k
+                for c in range(Cg):
+                    dst[((g * panels + k // NR) * Cg + c) * NR + k % NR] = w[row, c]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# A float32 layer, ready to run
+
+cdef inline double _lane_use(int64_t n, int64_t width) noexcept nogil:
+    """Fraction of vector lanes doing useful work when n columns are cut into vectors."""
+    return <double>n / <double>(_round_up(n, width))
+
+
+cdef inline bint _extents_overlap(cnp.ndarray x, cnp.ndarray y) noexcept:
+    """Conservative test: do the memory spans of x and y intersect?"""
+    cdef char *x_lo = <char *>cnp.PyArray_DATA(x)
+    cdef char *x_hi = x_lo
+    cdef char *y_lo = <char *>cnp.PyArray_DATA(y)
+    cdef char *y_hi = y_lo
+    cdef int d
+    cdef cnp.npy_intp extent
+    for d in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_DIMS(x)[d] == 0:
+            return False
+        extent = (cnp.PyArray_DIMS(x)[d] - 1) * cnp.PyArray_STRIDES(x)[d]
+        if extent < 0:
+            x_lo += extent
+        else:
+            x_hi += extent
+    for d in range(cnp.PyArray_NDIM(y)):
+        if cnp.PyArray_DIMS(y)[d] == 0:
+            return False
+        extent = (cnp.PyArray_DIMS(y)[d] - 1) * cnp.PyArray_STRIDES(y)[d]
+        if extent < 0:
+            y_lo += extent
+        else:
+            y_hi += extent
+    return x_lo < y_hi + cnp.PyArray_ITEMSIZE(y) and y_lo < x_hi + cnp.PyArray_ITEMSIZE(x)
+
+
+cdef bint _pixel_strides(cnp.ndarray arr, bint nhwc, int64_t *batch_stride,
+                         int64_t *channel_stride, int64_t *pixel_stride) noexcept:
+    """Element strides of a 4-D float32 array seen as [batch][channel][pixel] (NCHW) or
+    [batch][pixel][channel] (NHWC). False if H and W do not fold into one pixel stride
+    or the layout's inner stride is not 1."""
+    cdef cnp.npy_intp *s = cnp.PyArray_STRIDES(arr)
+    cdef cnp.npy_intp *n = cnp.PyArray_DIMS(arr)
+    cdef int h_axis = 1 if nhwc else 2
+    cdef int w_axis = h_axis + 1
+    cdef int c_axis = 3 if nhwc else 1
+    cdef int d
+    for d in range(4):
+        if s[d] % 4 != 0:
+            return False
+    cdef int64_t w_stride = s[w_axis] // 4, h_stride = s[h_axis] // 4
+    cdef int64_t p_stride
+    if n[w_axis] > 1:
+        p_stride = w_stride
+        if n[h_axis] > 1 and h_stride != n[w_axis] * w_stride:
+            return False
+    elif n[h_axis] > 1:
+        p_stride = h_stride
+    else:
+        p_stride = 1
+    batch_stride[0] = s[0] // 4
+    channel_stride[0] = s[c_axis] // 4
+    pixel_stride[0] = p_stride
+    if nhwc:
+        return channel_stride[0] == 1 or n[c_axis] == 1
+    return p_stride == 1 or n[h_axis] * n[w_axis] == 1
+
+
+cdef class F32Plan:
+    """A float32 1x1 convolution bound to one kernel family, with its weights packed.
+
+    `prepack=True` (the Conv1x1 layer) packs every panel layout the layer may use once;
+    `prepack=False` (the functional conv1x1) reads NCHW weights in place and packs only
+    what an orientation cannot do without.
+    """
+    cdef readonly object weight       # (K, Cg) float32, C-contiguous
+    cdef readonly object bias         # (K,) float32 or None
+    cdef readonly int64_t in_channels, out_channels, groups
+    cdef readonly bint nhwc
+    cdef readonly str isa
+    cdef bint clamp
+    cdef float lo, hi
+    cdef int family
+    cdef object row_panels            # NCHW direct: weight rows, MR panels
+    cdef object column_panels         # NHWC and NCHW transposed: weight columns, NR panels
+
+    def __cinit__(self, weight, bias, int64_t groups, bint nhwc, clamp, bint prepack):
+        self.weight = weight
+        self.bias = bias
+        self.groups = groups
+        self.out_channels = weight.shape[0]
+        self.in_channels = weight.shape[1] * groups
+        self.nhwc = nhwc
+        self.family = _active_family
+        self.isa = isa()
+        self.clamp = clamp is not None
+        self.lo, self.hi = clamp if clamp is not None else (0.0, 0.0)
+        if prepack or nhwc:
+            self.column_panels = _pack_column_panels(weight, groups, fpw_families[self.family].nr)
+        if prepack and not nhwc:
+            self.row_panels = _pack_row_panels(weight, groups, fpw_families[self.family].mr)
+
+    cdef bint _transposed_pays(self, int64_t pixels) noexcept:
+        """NCHW: read the output transposed when pixels fill vectors far worse than
+        output channels do (e.g. 49 pixels in 64 lanes vs 2048 channels)."""
+        cdef int64_t width = fpw_families[self.family].lanes
+        # Scatter stores cost the transposed orientation a few percent.
+        return (0.95 * _lane_use(self.out_channels // self.groups, width)
+                > _lane_use(pixels, width) + 0.05)
+
+    def run(self, x, out, num_threads, bint check_overlap=True):
+        """Compute into `out` (or a new array) if x and out need no preparation.
+
+        Returns None when an argument is not in the plain form this fast path handles
+        (wrong type, shape, dtype or strides, a possible overlap, an empty tensor); the
+        Python layer then validates, reports errors and normalizes.
+        """
+        if not cnp.PyArray_Check(x):
+            return None
+        cdef cnp.ndarray xa = <cnp.ndarray>x
+        if cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(xa) != 4:
+            return None
+        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(xa)
+        cdef int64_t batches = dims[0]
+        cdef int64_t channels = dims[3] if self.nhwc else dims[1]
+        cdef int64_t height = dims[1] if self.nhwc else dims[2]
+        cdef int64_t width = dims[2] if self.nhwc else dims[3]
+        cdef int64_t pixels = height * width
+        if channels != self.in_channels or batches == 0 or pixels == 0:
+            return None
+        cdef int64_t x_bs, x_cs, x_ps
+        if not _pixel_strides(xa, self.nhwc, &x_bs, &x_cs, &x_ps):
+            return None
+
+        cdef int threads
+        if num_threads is None:
+            threads = fpw_max_threads()
+        elif type(num_threads) is int and 1 <= num_threads <= MAX_THREADS:
+            threads = num_threads
+        else:
+            return None
+
+        cdef cnp.ndarray ya
+        cdef cnp.npy_intp out_dims[4]
+        if out is None:
+            out_dims[0] = batches
+            if self.nhwc:
+                out_dims[1], out_dims[2], out_dims[3] = height, width, self.out_channels
+            else:
+                out_dims[1], out_dims[2], out_dims[3] = self.out_channels, height, width
+            ya = cnp.PyArray_EMPTY(4, out_dims, cnp.NPY_FLOAT32, 0)
+        else:
+            if not cnp.PyArray_Check(out):
+                return None
+            ya = <cnp.ndarray>out
+            if (cnp.PyArray_TYPE(ya) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(ya) != 4
+                    or not cnp.PyArray_ISWRITEABLE(ya) or not cnp.PyArray_ISALIGNED(ya)):
+                return None
+            if (cnp.PyArray_DIMS(ya)[0] != batches
+                    or cnp.PyArray_DIMS(ya)[3 if self.nhwc else 1] != self.out_channels
+                    or cnp.PyArray_DIMS(ya)[1 if self.nhwc else 2] != height
+                    or cnp.PyArray_DIMS(ya)[2 if self.nhwc else 3] != width):
+                return None
+            if check_overlap and (_extents_overlap(xa, ya)
+                                  or _extents_overlap(<cnp.ndarray>self.weight, ya)):
+                return None
+        cdef int64_t y_bs, y_cs, y_ps
+        if not _pixel_strides(ya, self.nhwc, &y_bs, &y_cs, &y_ps):
+            return None
+
+        cdef Gemm g
+        cdef const fpw_family *fam = &fpw_families[self.family]
+        cdef int64_t Kg = self.out_channels // self.groups
+        cdef int64_t Cg = self.in_channels // self.groups
+        cdef object keep_alive  # the panels the kernel reads, held while the GIL is released
+        g.K = Cg
+        g.batches = batches
+        g.groups = self.groups
+        g.MR = fam.mr
+        g.NR = fam.nr
+        g.kernel = fam.f32_gemm
+        g.clamp = self.clamp
+        g.lo = self.lo
+        g.hi = self.hi
+        g.bias = NULL
+        if self.bias is not None:
+            g.bias = <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.bias)
+        g.bias_gs = Kg
+        g.c = <float *>cnp.PyArray_DATA(ya)
+        g.c_bs = y_bs
+        cdef bint transposed = not self.nhwc and self._transposed_pays(pixels)
+        if transposed and self.column_panels is None:
+            self.column_panels = _pack_column_panels(self.weight, self.groups, fam.nr)
+
+        if self.nhwc or transposed:
+            # Rows are pixels, columns are output channels read from the column panels.
+            keep_alive = self.column_panels
+            g.M = pixels
+            g.N = Kg
+            g.b = <const float *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
+            g.b_rs = fam.nr
+            g.b_ts = Cg * fam.nr
+            g.b_bs = 0
+            g.b_gs = ((Kg + fam.nr - 1) // fam.nr) * Cg * fam.nr
+            g.b_padded = 1
+            g.bias_on_rows = 0
+            g.a = <const float *>cnp.PyArray_DATA(xa)
+            g.a_bs = x_bs
+            if self.nhwc:
+                g.a_rs, g.a_cs = x_ps, 1
+                g.a_gs = Cg
+                g.c_rs, g.c_cs = y_ps, 1
+                g.c_gs = Kg
+            else:
+                g.a_rs, g.a_cs = 1, x_cs
+                g.a_gs = Cg * x_cs
+                g.c_rs, g.c_cs = 1, y_cs
+                g.c_gs = Kg * y_cs
+            g.a_ts = fam.mr * g.a_rs
+        else:
+            # Rows are output channels (weights), columns are pixels read straight from x.
+            g.M = Kg
+            g.N = pixels
+            g.b = <const float *>cnp.PyArray_DATA(xa)
+            g.b_rs = x_cs
+            g.b_ts = fam.nr
+            g.b_bs = x_bs
+            g.b_gs = Cg * x_cs
+            g.b_padded = 0
+            g.bias_on_rows = 1
+            g.c_rs, g.c_cs = y_cs, 1
+            g.c_gs = Kg * y_cs
+            g.a_bs = 0
+            if self.row_panels is not None:
+                keep_alive = self.row_panels
+                g.a = <const float *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
+                g.a_rs, g.a_cs = 1, fam.mr
+                g.a_ts = Cg * fam.mr
+                g.a_gs = ((Kg + fam.mr - 1) // fam.mr) * Cg * fam.mr
+            else:
+                keep_alive = self.weight
+                g.a = <const float *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
+                g.a_rs, g.a_cs = Cg, 1
+                g.a_ts = fam.mr * Cg
+                g.a_gs = Kg * Cg
+        with nogil:
+            _run_gemm(&g, threads)
+        return ya

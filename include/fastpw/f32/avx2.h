@@ -1,0 +1,151 @@
+/*
+ * fpw_f32_gemm_6x16__avx2: AVX2 + FMA microkernel family.
+ *
+ * Instructions: vbroadcastss, vfmadd231ps ymm, vmaskmovps for edge columns.
+ * Registers: 6 rows x 2 ymm = 12 accumulators + 2 for the B row + 1 broadcast = 15 of
+ * the 16 ymm registers.
+ * Why 6x16: 12 independent FMA chains cover the FMA latency (4-5 cycles) on two FMA
+ * pipes, which is the largest tile the 16-register file allows without spilling.
+ * Edge tiles: AVX2 masked loads cost more than plain ones, so full-width loads (a full
+ * tile, or a zero-padded packed panel) and masked loads are separate instances; mr < 6
+ * and nr <= 8 get their own unrolled instances.
+ */
+#ifndef FASTPW_F32_AVX2_H
+#define FASTPW_F32_AVX2_H
+
+#include "../fastpw.h"
+
+#if FPW_X86_64
+#include <immintrin.h>
+
+#define FPW_AVX2_TARGET __attribute__((target("avx2,fma")))
+#define FPW_AVX2_MR 6
+#define FPW_AVX2_NV 2 /* vectors of 8 floats per tile row */
+#define FPW_AVX2_NR (8 * FPW_AVX2_NV)
+
+/* Eight -1 then eight 0: loading 8 ints at offset 8 - n gives a mask of n leading lanes. */
+static const int32_t fpw_avx2_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                0,  0,  0,  0,  0,  0,  0,  0};
+
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET __m256i fpw_avx2_lane_mask(size_t nr, int v) {
+    ptrdiff_t remaining = (ptrdiff_t)nr - 8 * v;
+    if (remaining > 8) remaining = 8;
+    if (remaining < 0) remaining = 0;
+    return _mm256_loadu_si256((const __m256i *)(fpw_avx2_mask_table + 8 - remaining));
+}
+
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile *t, const int MR, const int NV,
+                                                          const int A_ROWS, const int FULL_LOADS) {
+    __m256 acc[FPW_AVX2_MR][FPW_AVX2_NV];
+    __m256i mask[FPW_AVX2_NV];
+    const float *a_row[FPW_AVX2_MR];
+    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(t->nr, v);
+    FPW_UNROLL for (int i = 0; i < MR; i++) {
+        a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
+        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_ps();
+    }
+    const float *a = t->a;
+    const float *b = t->b;
+    const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
+    for (size_t k = 0; k < t->kc; k++) {
+        __m256 b_vec[FPW_AVX2_NV];
+        FPW_UNROLL for (int v = 0; v < NV; v++)
+            b_vec[v] = FULL_LOADS ? _mm256_loadu_ps(b + 8 * v) : _mm256_maskload_ps(b + 8 * v, mask[v]);
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            const __m256 a_vec = _mm256_broadcast_ss(A_ROWS ? &a_row[i][k] : &a[i]);
+            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(a_vec, b_vec[v], acc[i][v]);
+        }
+        a += a_cs;
+        b += b_rs;
+    }
+    if (t->bias) {
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++) {
+                const __m256 bias = t->bias_on_rows ? _mm256_broadcast_ss(&t->bias[i])
+                                                    : _mm256_maskload_ps(t->bias + 8 * v, mask[v]);
+                acc[i][v] = _mm256_add_ps(acc[i][v], bias);
+            }
+        }
+    }
+    if (t->clamp) {
+        /* max/min return their second operand when either is NaN: NaN propagates. */
+        const __m256 lo = _mm256_set1_ps(t->lo), hi = _mm256_set1_ps(t->hi);
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[i][v]));
+        }
+    }
+    if (t->c_cs == 1) {
+        const int full_store = t->nr == (size_t)(8 * NV);
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            float *c_row = t->c + (ptrdiff_t)i * t->c_rs;
+            FPW_UNROLL for (int v = 0; v < NV; v++) {
+                if (full_store) _mm256_storeu_ps(c_row + 8 * v, acc[i][v]);
+                else _mm256_maskstore_ps(c_row + 8 * v, mask[v], acc[i][v]);
+            }
+        }
+    } else {
+        float tile[FPW_AVX2_MR][FPW_AVX2_NR];
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(&tile[i][8 * v], acc[i][v]);
+        }
+        for (size_t j = 0; j < t->nr; j++) {
+            float *c_col = t->c + (ptrdiff_t)j * t->c_cs;
+            for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
+        }
+    }
+}
+
+#define FPW_AVX2_NV_CASE(MR, NV)                                                       \
+    if (a_rows) {                                                                      \
+        if (full_loads) fpw_f32_tile_avx2(t, MR, NV, 1, 1);                            \
+        else fpw_f32_tile_avx2(t, MR, NV, 1, 0);                                       \
+    } else {                                                                           \
+        if (full_loads) fpw_f32_tile_avx2(t, MR, NV, 0, 1);                            \
+        else fpw_f32_tile_avx2(t, MR, NV, 0, 0);                                       \
+    }
+
+#define FPW_AVX2_CASE(MR)                                                              \
+    case MR:                                                                           \
+        if (nv == 2) {                                                                 \
+            FPW_AVX2_NV_CASE(MR, 2)                                                    \
+        } else {                                                                       \
+            FPW_AVX2_NV_CASE(MR, 1)                                                    \
+        }                                                                              \
+        break;
+
+static FPW_AVX2_TARGET void fpw_f32_gemm_6x16__avx2(const fpw_f32_tile *t) {
+    const int a_rows = t->a_rs != 1;
+    const int nv = t->nr > 8 ? 2 : 1;
+    const int full_loads = t->b_padded || t->nr == (size_t)(8 * nv);
+    switch (t->mr) {
+        FPW_AVX2_CASE(6)
+        FPW_AVX2_CASE(5)
+        FPW_AVX2_CASE(4)
+        FPW_AVX2_CASE(3)
+        FPW_AVX2_CASE(2)
+        FPW_AVX2_CASE(1)
+        default: break;
+    }
+}
+#undef FPW_AVX2_CASE
+#undef FPW_AVX2_NV_CASE
+
+/* Peak-throughput probe: 12 independent FMA chains on registers only. Returns flops. */
+static FPW_AVX2_TARGET double fpw_fma_peak_loop__avx2(long iterations) {
+    __m256 acc[12];
+    const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+    FPW_UNROLL for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long n = 0; n < iterations; n++) {
+        FPW_UNROLL for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
+    }
+    __m256 sum = acc[0];
+    FPW_UNROLL for (int i = 1; i < 12; i++) sum = _mm256_add_ps(sum, acc[i]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, sum);
+    volatile float sink = lanes[0];
+    (void)sink;
+    return 12.0 * 8.0 * 2.0 * (double)iterations;
+}
+
+#endif /* FPW_X86_64 */
+#endif /* FASTPW_F32_AVX2_H */

@@ -1,0 +1,144 @@
+/*
+ * fpw_f32_gemm_12x32__avx512: AVX-512F microkernel family.
+ *
+ * Instructions: vbroadcastss (often folded into the FMA as {1to16}), vfmadd231ps zmm,
+ * masked vmovups for edge columns (k-masks make partial loads and stores free, so there
+ * is a single code path for full and edge tiles).
+ * Registers: 12 rows x 2 zmm = 24 accumulators + 2 for the B row + 1 broadcast = 27 of
+ * the 32 zmm registers.
+ * Why 12x32: 24 independent FMA chains cover the 4-cycle FMA latency on cores with two
+ * 512-bit FMA pipes (8 chains needed) with room to spare, and each step issues 24 FMAs
+ * for 14 loads, inside every core's load bandwidth. NR = 32 keeps the NCHW pixel edge
+ * waste small for the spatial sizes of real networks.
+ * Edge tiles: mr < 12 and nr <= 16 get their own fully unrolled instances (selected by a
+ * switch), so a 1-row or 16-column remainder does not pay for a 12x32 tile.
+ */
+#ifndef FASTPW_F32_AVX512_H
+#define FASTPW_F32_AVX512_H
+
+#include "../fastpw.h"
+
+#if FPW_X86_64
+#include <immintrin.h>
+
+#define FPW_AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define FPW_AVX512_MR 12
+#define FPW_AVX512_NV 2 /* vectors of 16 floats per tile row */
+#define FPW_AVX512_NR (16 * FPW_AVX512_NV)
+
+FPW_ALWAYS_INLINE FPW_AVX512_TARGET __mmask16 fpw_avx512_lane_mask(size_t nr, int v) {
+    ptrdiff_t remaining = (ptrdiff_t)nr - 16 * v;
+    if (remaining >= 16) return (__mmask16)0xFFFF;
+    if (remaining <= 0) return (__mmask16)0;
+    return (__mmask16)((1u << remaining) - 1u);
+}
+
+/* MR, NV and A_ROWS are compile-time constants at every call site: the loops unroll
+ * completely and acc[][] lives in registers. A_ROWS selects A(i,c) = a[i*a_rs + c]
+ * (row pointers) over A(i,c) = a[i + c*a_cs] (one pointer, unit stride across rows). */
+FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile *t, const int MR,
+                                                              const int NV, const int A_ROWS) {
+    __m512 acc[FPW_AVX512_MR][FPW_AVX512_NV];
+    __mmask16 mask[FPW_AVX512_NV];
+    const float *a_row[FPW_AVX512_MR];
+    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx512_lane_mask(t->nr, v);
+    FPW_UNROLL for (int i = 0; i < MR; i++) {
+        a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
+        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+    }
+    const float *a = t->a;
+    const float *b = t->b;
+    const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
+    for (size_t k = 0; k < t->kc; k++) {
+        __m512 b_vec[FPW_AVX512_NV];
+        FPW_UNROLL for (int v = 0; v < NV; v++) b_vec[v] = _mm512_maskz_loadu_ps(mask[v], b + 16 * v);
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            const __m512 a_vec = _mm512_set1_ps(A_ROWS ? a_row[i][k] : a[i]);
+            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(a_vec, b_vec[v], acc[i][v]);
+        }
+        a += a_cs;
+        b += b_rs;
+    }
+    if (t->bias) {
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++) {
+                const __m512 bias = t->bias_on_rows ? _mm512_set1_ps(t->bias[i])
+                                                    : _mm512_maskz_loadu_ps(mask[v], t->bias + 16 * v);
+                acc[i][v] = _mm512_add_ps(acc[i][v], bias);
+            }
+        }
+    }
+    if (t->clamp) {
+        /* max/min return their second operand when either is NaN: NaN propagates. */
+        const __m512 lo = _mm512_set1_ps(t->lo), hi = _mm512_set1_ps(t->hi);
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i][v]));
+        }
+    }
+    if (t->c_cs == 1) {
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++)
+                _mm512_mask_storeu_ps(t->c + (ptrdiff_t)i * t->c_rs + 16 * v, mask[v], acc[i][v]);
+        }
+    } else {
+        /* Transposed store: column j of the tile is a run of mr floats when c_rs == 1. */
+        float tile[FPW_AVX512_MR][FPW_AVX512_NR];
+        FPW_UNROLL for (int i = 0; i < MR; i++) {
+            FPW_UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(&tile[i][16 * v], acc[i][v]);
+        }
+        for (size_t j = 0; j < t->nr; j++) {
+            float *c_col = t->c + (ptrdiff_t)j * t->c_cs;
+            for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
+        }
+    }
+}
+
+#define FPW_AVX512_CASE(MR)                                                            \
+    case MR:                                                                           \
+        if (a_rows) {                                                                  \
+            if (nv == 2) fpw_f32_tile_avx512(t, MR, 2, 1);                             \
+            else fpw_f32_tile_avx512(t, MR, 1, 1);                                     \
+        } else {                                                                       \
+            if (nv == 2) fpw_f32_tile_avx512(t, MR, 2, 0);                             \
+            else fpw_f32_tile_avx512(t, MR, 1, 0);                                     \
+        }                                                                              \
+        break;
+
+static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile *t) {
+    const int a_rows = t->a_rs != 1;
+    const int nv = t->nr > 16 ? 2 : 1;
+    switch (t->mr) {
+        FPW_AVX512_CASE(12)
+        FPW_AVX512_CASE(11)
+        FPW_AVX512_CASE(10)
+        FPW_AVX512_CASE(9)
+        FPW_AVX512_CASE(8)
+        FPW_AVX512_CASE(7)
+        FPW_AVX512_CASE(6)
+        FPW_AVX512_CASE(5)
+        FPW_AVX512_CASE(4)
+        FPW_AVX512_CASE(3)
+        FPW_AVX512_CASE(2)
+        FPW_AVX512_CASE(1)
+        default: break;
+    }
+}
+#undef FPW_AVX512_CASE
+
+/* Peak-throughput probe: 24 independent FMA chains on registers only. Returns flops. */
+static FPW_AVX512_TARGET double fpw_fma_peak_loop__avx512(long iterations) {
+    __m512 acc[24];
+    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+    FPW_UNROLL for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long n = 0; n < iterations; n++) {
+        FPW_UNROLL for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    }
+    __m512 sum = acc[0];
+    FPW_UNROLL for (int i = 1; i < 24; i++) sum = _mm512_add_ps(sum, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(sum);
+    (void)sink;
+    return 24.0 * 16.0 * 2.0 * (double)iterations;
+}
+
+#endif /* FPW_X86_64 */
+#endif /* FASTPW_F32_AVX512_H */

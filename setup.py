@@ -1,0 +1,117 @@
+"""Build script for fastpw's one compiled extension, ``fastpw._kernels``.
+
+The build never passes ISA flags (no -march=native, no global -mavx2): every SIMD
+microkernel carries its own target attribute and is chosen at run time from CPUID,
+so one build runs on any CPU of its architecture.
+
+OpenMP is detected with a compile-and-link test, as scikit-learn does. Without it
+(or with FASTPW_NO_OPENMP=1) the extension builds serially and says so.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP_TEST_PROGRAM = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
+}
+"""
+
+
+def openmp_flags(compiler):
+    """Return (compile_args, link_args) for OpenMP, or None if the compiler lacks it."""
+    if sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    for compile_args, link_args in candidates:
+        tmp = tempfile.mkdtemp(prefix="fastpw-openmp-")
+        try:
+            source = os.path.join(tmp, "test_openmp.c")
+            with open(source, "w") as f:
+                f.write(OPENMP_TEST_PROGRAM)
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_args)
+            exe = os.path.join(tmp, "test_openmp")
+            compiler.link_executable(objects, exe, extra_postargs=link_args)
+            if sysconfig.get_platform() == get_host_platform():
+                subprocess.run([exe], check=True, capture_output=True)
+            return compile_args, link_args
+        except Exception:  # any compile, link or run failure means "no usable OpenMP"
+            continue
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+def get_host_platform():
+    # When cross-compiling (e.g. for aarch64), the test binary cannot run here;
+    # _PYTHON_HOST_PLATFORM tells us the target differs from the build machine.
+    return os.environ.get("_PYTHON_HOST_PLATFORM", sysconfig.get_platform())
+
+
+class BuildExtWithOpenMP(build_ext):
+    def build_extensions(self):
+        flags = None
+        if os.environ.get("FASTPW_NO_OPENMP", "") not in ("", "0"):
+            warnings.warn("FASTPW_NO_OPENMP is set: building fastpw without OpenMP (serial).")
+        else:
+            flags = openmp_flags(self.compiler)
+            if flags is None:
+                warnings.warn(
+                    "The C compiler has no usable OpenMP: building fastpw serially. "
+                    "Install an OpenMP runtime (libgomp/libomp) for multi-threaded kernels."
+                )
+        for ext in self.extensions:
+            if flags is not None:
+                ext.extra_compile_args += flags[0]
+                ext.extra_link_args += flags[1]
+        super().build_extensions()
+
+
+compile_args = [] if sys.platform == "win32" else ["-O3", "-std=c11", "-fno-strict-aliasing"]
+
+extensions = [
+    Extension(
+        "fastpw._kernels",
+        sources=["fastpw/_kernels.pyx"],
+        include_dirs=["include", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=list(compile_args),
+        depends=[
+            os.path.join(root, name)
+            for root, _, names in os.walk("include")
+            for name in names
+            if name.endswith(".h")
+        ],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+    cmdclass={"build_ext": BuildExtWithOpenMP},
+)
