@@ -69,13 +69,16 @@ class BuildExtWithOpenMP(build_ext):
     def build_extensions(self):
         flags = None
         if os.environ.get("FASTPW_NO_OPENMP", "") not in ("", "0"):
-            warnings.warn("FASTPW_NO_OPENMP is set: building fastpw without OpenMP (serial).")
+            warnings.warn(
+                "FASTPW_NO_OPENMP is set: building fastpw without OpenMP (serial).", stacklevel=1
+            )
         else:
             flags = openmp_flags(self.compiler)
             if flags is None:
                 warnings.warn(
                     "The C compiler has no usable OpenMP: building fastpw serially. "
-                    "Install an OpenMP runtime (libgomp/libomp) for multi-threaded kernels."
+                    "Install an OpenMP runtime (libgomp/libomp) for multi-threaded kernels.",
+                    stacklevel=1,
                 )
         for ext in self.extensions:
             if flags is not None:

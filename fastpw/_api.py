@@ -57,7 +57,9 @@ def _normalize_activation(activation):
     ):
         lo, hi = float(activation[0]), float(activation[1])
         if math.isnan(lo) or math.isnan(hi) or lo > hi:
-            raise ValueError(f"activation clamp (lo, hi) needs lo <= hi, no NaN; got {activation!r}")
+            raise ValueError(
+                f"activation clamp (lo, hi) needs lo <= hi, no NaN; got {activation!r}"
+            )
         return (lo, hi), (lo, hi)
     raise ValueError(
         f"activation must be None, 'relu', 'relu6' or a (lo, hi) clamp; got {activation!r}"
@@ -102,10 +104,13 @@ def _normalize_weight(weight, groups: int) -> np.ndarray:
         )
     out_channels, channels_per_group = weight.shape
     if out_channels == 0 or channels_per_group == 0:
-        raise ValueError(f"weight must have at least one input and output channel; got {weight.shape}")
+        raise ValueError(
+            f"weight must have at least one input and output channel; got {weight.shape}"
+        )
     if out_channels % groups != 0:
         raise ValueError(
-            f"groups={groups} must divide the output channels K={out_channels} (weight shape {weight.shape})"
+            f"groups={groups} must divide the output channels K={out_channels} "
+            f"(weight shape {weight.shape})"
         )
     return np.ascontiguousarray(weight)
 
@@ -116,7 +121,9 @@ def _normalize_bias(bias, out_channels: int):
     bias = np.asarray(bias)
     _check_float32("bias", bias)
     if bias.shape != (out_channels,):
-        raise ValueError(f"bias must have shape ({out_channels},) (one per output channel); got {bias.shape}")
+        raise ValueError(
+            f"bias must have shape ({out_channels},) (one per output channel); got {bias.shape}"
+        )
     return np.ascontiguousarray(bias)
 
 
@@ -157,7 +164,9 @@ def _output_shape(x: np.ndarray, out_channels: int, stride, layout: str) -> tupl
 
 def _check_out(out, shape: tuple, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy float32 array of shape {shape}; got {type(out).__name__}")
+        raise TypeError(
+            f"out must be a numpy float32 array of shape {shape}; got {type(out).__name__}"
+        )
     if out.dtype != np.float32:
         raise TypeError(f"out must have dtype float32; got {out.dtype}")
     if out.shape != shape:
@@ -165,7 +174,9 @@ def _check_out(out, shape: tuple, x: np.ndarray, weight: np.ndarray) -> np.ndarr
     if not out.flags.writeable:
         raise ValueError("out is read-only; pass a writeable array")
     if np.shares_memory(out, x):
-        raise ValueError("out overlaps x; fastpw does not compute in place: pass a separate out array")
+        raise ValueError(
+            "out overlaps x; fastpw does not compute in place: pass a separate out array"
+        )
     if np.shares_memory(out, weight):
         raise ValueError("out overlaps the weight; pass a separate out array")
     return out

@@ -45,9 +45,9 @@ static fpw_cpu_features fpw_detect_cpu(void) {
     f.sse42 = (ecx1 >> 20) & 1;
     int osxsave = (ecx1 >> 27) & 1;
     unsigned long long xcr0 = osxsave ? fpw_xgetbv0() : 0;
-    int os_ymm = (xcr0 & 0x6) == 0x6;           /* SSE + AVX state */
+    int os_ymm = (xcr0 & 0x6) == 0x6;             /* SSE + AVX state */
     int os_zmm = os_ymm && (xcr0 & 0xE0) == 0xE0; /* opmask + ZMM_Hi256 + Hi16_ZMM */
-    int os_amx = (xcr0 & 0x60000) == 0x60000;   /* XTILECFG + XTILEDATA */
+    int os_amx = (xcr0 & 0x60000) == 0x60000;     /* XTILECFG + XTILEDATA */
     f.avx = os_ymm && ((ecx1 >> 28) & 1);
     f.fma = f.avx && ((ecx1 >> 12) & 1);
     f.f16c = f.avx && ((ecx1 >> 29) & 1);

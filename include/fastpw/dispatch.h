@@ -17,24 +17,26 @@
 #include "fastpw.h"
 
 typedef struct fpw_family {
-    const char *name;
+    const char* name;
     size_t mr, nr;
     size_t lanes; /* floats per vector register: the unit in which columns are computed */
     fpw_f32_gemm_fn f32_gemm;
     double (*fma_peak_loop)(long iterations); /* returns flops done; NULL if none */
-    int (*supported)(const fpw_cpu_features *cpu);
+    int (*supported)(const fpw_cpu_features* cpu);
 } fpw_family;
 
-static int fpw_always(const fpw_cpu_features *cpu) {
+static int fpw_always(const fpw_cpu_features* cpu) {
     (void)cpu;
     return 1;
 }
 
 #if FPW_X86_64
-static int fpw_has_avx512(const fpw_cpu_features *cpu) {
+static int fpw_has_avx512(const fpw_cpu_features* cpu) {
     return cpu->avx512f && cpu->avx512vl && cpu->avx512bw && cpu->avx512dq && cpu->fma && cpu->avx2;
 }
-static int fpw_has_avx2(const fpw_cpu_features *cpu) { return cpu->avx2 && cpu->fma; }
+static int fpw_has_avx2(const fpw_cpu_features* cpu) {
+    return cpu->avx2 && cpu->fma;
+}
 #endif
 
 static const fpw_family fpw_families[] = {
@@ -51,11 +53,19 @@ static const fpw_family fpw_families[] = {
 /* Thread helpers that also build without OpenMP. */
 #ifdef _OPENMP
 #include <omp.h>
-static int fpw_openmp_enabled(void) { return 1; }
-static int fpw_max_threads(void) { return omp_get_max_threads(); }
+static int fpw_openmp_enabled(void) {
+    return 1;
+}
+static int fpw_max_threads(void) {
+    return omp_get_max_threads();
+}
 #else
-static int fpw_openmp_enabled(void) { return 0; }
-static int fpw_max_threads(void) { return 1; }
+static int fpw_openmp_enabled(void) {
+    return 0;
+}
+static int fpw_max_threads(void) {
+    return 1;
+}
 #endif
 
 #endif /* FASTPW_DISPATCH_H */

@@ -35,20 +35,20 @@
 typedef struct fpw_f32_tile {
     size_t kc;
     size_t mr, nr;
-    const float *a;
+    const float* a;
     ptrdiff_t a_rs, a_cs;
-    const float *b;
+    const float* b;
     ptrdiff_t b_rs;
     int b_padded;
-    float *c;
+    float* c;
     ptrdiff_t c_rs, c_cs;
-    const float *bias;
+    const float* bias;
     int bias_on_rows;
     int clamp;
     float lo, hi;
 } fpw_f32_tile;
 
-typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile *tile);
+typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))

@@ -24,33 +24,32 @@
 #define FPW_AVX2_NR (8 * FPW_AVX2_NV)
 
 /* Eight -1 then eight 0: loading 8 ints at offset 8 - n gives a mask of n leading lanes. */
-static const int32_t fpw_avx2_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                0,  0,  0,  0,  0,  0,  0,  0};
+static const int32_t fpw_avx2_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 FPW_ALWAYS_INLINE FPW_AVX2_TARGET __m256i fpw_avx2_lane_mask(size_t nr, int v) {
     ptrdiff_t remaining = (ptrdiff_t)nr - 8 * v;
     if (remaining > 8) remaining = 8;
     if (remaining < 0) remaining = 0;
-    return _mm256_loadu_si256((const __m256i *)(fpw_avx2_mask_table + 8 - remaining));
+    return _mm256_loadu_si256((const __m256i*)(fpw_avx2_mask_table + 8 - remaining));
 }
 
-FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile *t, const int MR, const int NV,
-                                                          const int A_ROWS, const int FULL_LOADS) {
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, const int MR, const int NV,
+                                                         const int A_ROWS, const int FULL_LOADS) {
     __m256 acc[FPW_AVX2_MR][FPW_AVX2_NV];
     __m256i mask[FPW_AVX2_NV];
-    const float *a_row[FPW_AVX2_MR];
+    const float* a_row[FPW_AVX2_MR];
     FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(t->nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
         FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_ps();
     }
-    const float *a = t->a;
-    const float *b = t->b;
+    const float* a = t->a;
+    const float* b = t->b;
     const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
     for (size_t k = 0; k < t->kc; k++) {
         __m256 b_vec[FPW_AVX2_NV];
-        FPW_UNROLL for (int v = 0; v < NV; v++)
-            b_vec[v] = FULL_LOADS ? _mm256_loadu_ps(b + 8 * v) : _mm256_maskload_ps(b + 8 * v, mask[v]);
+        FPW_UNROLL for (int v = 0; v < NV; v++) b_vec[v] =
+            FULL_LOADS ? _mm256_loadu_ps(b + 8 * v) : _mm256_maskload_ps(b + 8 * v, mask[v]);
         FPW_UNROLL for (int i = 0; i < MR; i++) {
             const __m256 a_vec = _mm256_broadcast_ss(A_ROWS ? &a_row[i][k] : &a[i]);
             FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(a_vec, b_vec[v], acc[i][v]);
@@ -71,16 +70,19 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile *t, 
         /* max/min return their second operand when either is NaN: NaN propagates. */
         const __m256 lo = _mm256_set1_ps(t->lo), hi = _mm256_set1_ps(t->hi);
         FPW_UNROLL for (int i = 0; i < MR; i++) {
-            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[i][v]));
+            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
+                _mm256_min_ps(hi, _mm256_max_ps(lo, acc[i][v]));
         }
     }
     if (t->c_cs == 1) {
         const int full_store = t->nr == (size_t)(8 * NV);
         FPW_UNROLL for (int i = 0; i < MR; i++) {
-            float *c_row = t->c + (ptrdiff_t)i * t->c_rs;
+            float* c_row = t->c + (ptrdiff_t)i * t->c_rs;
             FPW_UNROLL for (int v = 0; v < NV; v++) {
-                if (full_store) _mm256_storeu_ps(c_row + 8 * v, acc[i][v]);
-                else _mm256_maskstore_ps(c_row + 8 * v, mask[v], acc[i][v]);
+                if (full_store)
+                    _mm256_storeu_ps(c_row + 8 * v, acc[i][v]);
+                else
+                    _mm256_maskstore_ps(c_row + 8 * v, mask[v], acc[i][v]);
             }
         }
     } else {
@@ -89,31 +91,35 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile *t, 
             FPW_UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(&tile[i][8 * v], acc[i][v]);
         }
         for (size_t j = 0; j < t->nr; j++) {
-            float *c_col = t->c + (ptrdiff_t)j * t->c_cs;
+            float* c_col = t->c + (ptrdiff_t)j * t->c_cs;
             for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
         }
     }
 }
 
-#define FPW_AVX2_NV_CASE(MR, NV)                                                       \
-    if (a_rows) {                                                                      \
-        if (full_loads) fpw_f32_tile_avx2(t, MR, NV, 1, 1);                            \
-        else fpw_f32_tile_avx2(t, MR, NV, 1, 0);                                       \
-    } else {                                                                           \
-        if (full_loads) fpw_f32_tile_avx2(t, MR, NV, 0, 1);                            \
-        else fpw_f32_tile_avx2(t, MR, NV, 0, 0);                                       \
+#define FPW_AVX2_NV_CASE(MR, NV)                                                                             \
+    if (a_rows) {                                                                                            \
+        if (full_loads)                                                                                      \
+            fpw_f32_tile_avx2(t, MR, NV, 1, 1);                                                              \
+        else                                                                                                 \
+            fpw_f32_tile_avx2(t, MR, NV, 1, 0);                                                              \
+    } else {                                                                                                 \
+        if (full_loads)                                                                                      \
+            fpw_f32_tile_avx2(t, MR, NV, 0, 1);                                                              \
+        else                                                                                                 \
+            fpw_f32_tile_avx2(t, MR, NV, 0, 0);                                                              \
     }
 
-#define FPW_AVX2_CASE(MR)                                                              \
-    case MR:                                                                           \
-        if (nv == 2) {                                                                 \
-            FPW_AVX2_NV_CASE(MR, 2)                                                    \
-        } else {                                                                       \
-            FPW_AVX2_NV_CASE(MR, 1)                                                    \
-        }                                                                              \
+#define FPW_AVX2_CASE(MR)                                                                                    \
+    case MR:                                                                                                 \
+        if (nv == 2) {                                                                                       \
+            FPW_AVX2_NV_CASE(MR, 2)                                                                          \
+        } else {                                                                                             \
+            FPW_AVX2_NV_CASE(MR, 1)                                                                          \
+        }                                                                                                    \
         break;
 
-static FPW_AVX2_TARGET void fpw_f32_gemm_6x16__avx2(const fpw_f32_tile *t) {
+static FPW_AVX2_TARGET void fpw_f32_gemm_6x16__avx2(const fpw_f32_tile* t) {
     const int a_rows = t->a_rs != 1;
     const int nv = t->nr > 8 ? 2 : 1;
     const int full_loads = t->b_padded || t->nr == (size_t)(8 * nv);
@@ -124,7 +130,8 @@ static FPW_AVX2_TARGET void fpw_f32_gemm_6x16__avx2(const fpw_f32_tile *t) {
         FPW_AVX2_CASE(3)
         FPW_AVX2_CASE(2)
         FPW_AVX2_CASE(1)
-        default: break;
+        default:
+            break;
     }
 }
 #undef FPW_AVX2_CASE

@@ -36,18 +36,18 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET __mmask16 fpw_avx512_lane_mask(size_t nr, in
 /* MR, NV and A_ROWS are compile-time constants at every call site: the loops unroll
  * completely and acc[][] lives in registers. A_ROWS selects A(i,c) = a[i*a_rs + c]
  * (row pointers) over A(i,c) = a[i + c*a_cs] (one pointer, unit stride across rows). */
-FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile *t, const int MR,
-                                                              const int NV, const int A_ROWS) {
+FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile* t, const int MR,
+                                                             const int NV, const int A_ROWS) {
     __m512 acc[FPW_AVX512_MR][FPW_AVX512_NV];
     __mmask16 mask[FPW_AVX512_NV];
-    const float *a_row[FPW_AVX512_MR];
+    const float* a_row[FPW_AVX512_MR];
     FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx512_lane_mask(t->nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
         FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     }
-    const float *a = t->a;
-    const float *b = t->b;
+    const float* a = t->a;
+    const float* b = t->b;
     const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
     for (size_t k = 0; k < t->kc; k++) {
         __m512 b_vec[FPW_AVX512_NV];
@@ -72,7 +72,8 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile 
         /* max/min return their second operand when either is NaN: NaN propagates. */
         const __m512 lo = _mm512_set1_ps(t->lo), hi = _mm512_set1_ps(t->hi);
         FPW_UNROLL for (int i = 0; i < MR; i++) {
-            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i][v]));
+            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
+                _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i][v]));
         }
     }
     if (t->c_cs == 1) {
@@ -87,24 +88,28 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile 
             FPW_UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(&tile[i][16 * v], acc[i][v]);
         }
         for (size_t j = 0; j < t->nr; j++) {
-            float *c_col = t->c + (ptrdiff_t)j * t->c_cs;
+            float* c_col = t->c + (ptrdiff_t)j * t->c_cs;
             for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
         }
     }
 }
 
-#define FPW_AVX512_CASE(MR)                                                            \
-    case MR:                                                                           \
-        if (a_rows) {                                                                  \
-            if (nv == 2) fpw_f32_tile_avx512(t, MR, 2, 1);                             \
-            else fpw_f32_tile_avx512(t, MR, 1, 1);                                     \
-        } else {                                                                       \
-            if (nv == 2) fpw_f32_tile_avx512(t, MR, 2, 0);                             \
-            else fpw_f32_tile_avx512(t, MR, 1, 0);                                     \
-        }                                                                              \
+#define FPW_AVX512_CASE(MR)                                                                                  \
+    case MR:                                                                                                 \
+        if (a_rows) {                                                                                        \
+            if (nv == 2)                                                                                     \
+                fpw_f32_tile_avx512(t, MR, 2, 1);                                                            \
+            else                                                                                             \
+                fpw_f32_tile_avx512(t, MR, 1, 1);                                                            \
+        } else {                                                                                             \
+            if (nv == 2)                                                                                     \
+                fpw_f32_tile_avx512(t, MR, 2, 0);                                                            \
+            else                                                                                             \
+                fpw_f32_tile_avx512(t, MR, 1, 0);                                                            \
+        }                                                                                                    \
         break;
 
-static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile *t) {
+static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile* t) {
     const int a_rows = t->a_rs != 1;
     const int nv = t->nr > 16 ? 2 : 1;
     switch (t->mr) {
@@ -120,7 +125,8 @@ static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile *t) 
         FPW_AVX512_CASE(3)
         FPW_AVX512_CASE(2)
         FPW_AVX512_CASE(1)
-        default: break;
+        default:
+            break;
     }
 }
 #undef FPW_AVX512_CASE

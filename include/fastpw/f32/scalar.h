@@ -14,11 +14,11 @@
 #define FPW_SCALAR_MR 4
 #define FPW_SCALAR_NR 8
 
-static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile *t) {
+static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
     float acc[FPW_SCALAR_MR][FPW_SCALAR_NR] = {{0.0f}};
     const size_t mr = t->mr, nr = t->nr;
     for (size_t k = 0; k < t->kc; k++) {
-        const float *b_row = t->b + (ptrdiff_t)k * t->b_rs;
+        const float* b_row = t->b + (ptrdiff_t)k * t->b_rs;
         for (size_t i = 0; i < mr; i++) {
             const float a = t->a[(ptrdiff_t)i * t->a_rs + (ptrdiff_t)k * t->a_cs];
             for (size_t j = 0; j < nr; j++) acc[i][j] += a * b_row[j];

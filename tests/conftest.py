@@ -1,0 +1,43 @@
+"""Shared fixtures: the ``isa`` fixture that forces every kernel family in turn, and the
+hypothesis profiles.
+
+Profiles (choose with ``HYPOTHESIS_PROFILE=<name>``; "ci" is the default):
+
+- "ci": modest example counts so the whole suite runs in a few minutes on 2 cores;
+- "dev": many more examples, for a long local hunt after touching a kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import fastpw
+
+_SUPPRESSED = [
+    # The ``isa`` fixture is set once per test item and holds for all its examples,
+    # which is exactly what we want.
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+]
+
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=_SUPPRESSED, print_blob=True
+)
+settings.register_profile(
+    "dev", max_examples=2000, deadline=None, suppress_health_check=_SUPPRESSED, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(params=fastpw.available_isas())
+def isa(request):
+    """Force one kernel family for the test, then restore the one active before it."""
+    previous = fastpw._set_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        fastpw._set_isa(previous)
