@@ -19,10 +19,12 @@ Kernel family: the best one the CPU supports is chosen at import (CPUID + XGETBV
 x86-64); the environment variable FASTPW_ISA=<name> forces one ("scalar", "avx2",
 "avx512"); ``isa()`` names the family in use and ``available_isas()`` lists the rest.
 
-Threads: each call splits its outputs into blocks that OpenMP threads take in a static
-schedule. The reduction over channels is never split, so every output is summed by one
-thread in one order: results are bitwise identical for any thread count. ``num_threads``
-caps a call; by default OpenMP's setting applies (OMP_NUM_THREADS, threadpoolctl).
+Threads: each call splits its outputs into blocks that OpenMP threads take one at a time
+(dynamic schedule: a thread that loses its core holds up one block, not a share). Blocks
+depend only on the shape and the reduction over channels is never split, so every output
+is summed by one thread in one order: results are bitwise identical for any thread count.
+``num_threads`` caps a call; by default OpenMP's setting applies (OMP_NUM_THREADS,
+threadpoolctl).
 """
 
 import os as _os

@@ -271,8 +271,10 @@ cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
         for item in range(items):
             _run_block(g, item)
     else:
+        # Dynamic: on shared or busy cores a descheduled thread delays one block, not a
+        # static share of them. Which thread runs a block never changes its result.
         with parallel(num_threads=threads):
-            for item in prange(items, schedule="static"):
+            for item in prange(items, schedule="dynamic", chunksize=1):
                 _run_block(g, item)
 
 

@@ -1,0 +1,100 @@
+"""float32 1x1 convolution benchmarks: fastpw (prepacked ``Conv1x1``) against numpy ``matmul``.
+
+Each case of ``fastpw.shapes.STANDARD_SHAPES`` x layout x implementation x thread count
+is one pytest-benchmark row; rows are grouped by shape and thread count, and
+``extra_info["gflops"]`` holds the throughput from the measured mean.
+
+The numpy baseline (``fastpw.shapes.numpy_baseline``) is the same GEMM written the
+natural way for each layout, with its BLAS limited to the same thread count through
+threadpoolctl. Both sides write into a preallocated output; weight packing and
+transposes happen outside the timing. Before timing fastpw the suite waits
+``BLAS_IDLE_SECONDS`` so OpenBLAS threads left polling by earlier numpy work do not
+compete with fastpw's OpenMP threads.
+
+Each case first checks its result against a float64 numpy reference, so the untimed
+smoke run (plain ``pytest``) is a real correctness check.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import pytest
+import threadpoolctl
+
+import fastpw
+from fastpw.shapes import (
+    BLAS_IDLE_SECONDS,
+    LAYOUTS,
+    STANDARD_SHAPES,
+    TOLERANCE,
+    LayerShape,
+    empty_output,
+    make_inputs,
+    max_relative_error,
+    numpy_baseline,
+    reference_conv1x1,
+)
+
+IMPLEMENTATIONS = ("fastpw", "numpy")
+
+
+@functools.lru_cache(maxsize=2)
+def _case_data(shape: LayerShape, layout: str):
+    """Inputs and float64 references (with and without bias) for one shape and layout."""
+    x, weight, bias = make_inputs(shape, layout)
+    reference = reference_conv1x1(x, weight, bias, layout=layout)
+    return x, weight, bias, reference, reference_conv1x1(x, weight, None, layout=layout)
+
+
+def _fastpw_call(x, weight, bias, layout, threads):
+    layer = fastpw.Conv1x1(weight, bias, layout=layout)  # packs the weights once, untimed
+    out = empty_output(x, weight.shape[0], layout)
+
+    def call():
+        return layer(x, out=out, num_threads=threads)
+
+    return call, out
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda shape: shape.slug)
+def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
+    x, weight, bias, reference, reference_without_bias = _case_data(shape, layout)
+    limits = None
+    if implementation == "fastpw":
+        call, out = _fastpw_call(x, weight, bias, layout, threads)
+    else:
+        call, out = numpy_baseline(x, weight, layout)
+        reference = reference_without_bias  # the baseline is the bare matmul
+        limits = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+
+    try:
+        call()  # correctness, once, outside the timed part
+        error = max_relative_error(out, reference)
+        assert error <= TOLERANCE, f"{implementation} {layout}: max relative error {error:.2e}"
+
+        benchmark.group = f"{shape.name} | {threads} thread{'s' if threads > 1 else ''}"
+        benchmark.extra_info.update(
+            network=shape.network,
+            c_in=shape.c_in,
+            c_out=shape.c_out,
+            height=shape.height,
+            width=shape.width,
+            layout=layout,
+            threads=threads,
+            implementation=implementation,
+        )
+        if implementation == "fastpw":
+            benchmark.extra_info["isa"] = fastpw.isa()
+            if benchmark.enabled:
+                time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads from earlier cases go idle
+        benchmark(call)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+
+    if benchmark.stats is not None:  # None when benchmarking is disabled (smoke run)
+        benchmark.extra_info["gflops"] = round(shape.flops / benchmark.stats.stats.mean / 1e9, 3)

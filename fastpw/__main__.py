@@ -1,0 +1,398 @@
+"""``python -m fastpw``: what this machine runs, whether it is right, and how fast it is.
+
+Three parts, in order:
+
+1. Machine: fastpw version, CPU features, kernel family in use, OpenMP and threads, and
+   the measured single-thread float32 FMA peak of the active family.
+2. Correctness: a few layers (stride 2, groups, fused activations, ``out`` channel
+   slices) against a float64 numpy reference. Any FAIL ends the run with status 1.
+3. Benchmark: every layer of ``fastpw.shapes.STANDARD_SHAPES`` for fastpw (NCHW and/or
+   NHWC, prepacked ``Conv1x1``) and numpy ``matmul`` on the same number of threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+
+import fastpw
+from fastpw import _kernels
+from fastpw.shapes import (
+    BLAS_IDLE_SECONDS,
+    STANDARD_SHAPES,
+    TOLERANCE,
+    LayerShape,
+    empty_output,
+    gflops,
+    make_inputs,
+    max_relative_error,
+    measure,
+    numpy_baseline,
+    reference_conv1x1,
+)
+
+try:
+    import threadpoolctl
+except ImportError:  # optional: without it numpy's BLAS uses its own default threads
+    threadpoolctl = None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastpw",
+        description=(
+            "Report fastpw's kernel selection, check its results against float64 numpy, "
+            "and benchmark float32 1x1 convolutions of MobileNetV2, ResNet-50 and "
+            "SqueezeNet (batch 1) against numpy matmul. Exit status 1 if a check fails."
+        ),
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads for fastpw and numpy's BLAS (default: fastpw.max_threads(), "
+        "the OpenMP default, which respects OMP_NUM_THREADS)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("NCHW", "NHWC", "both"),
+        default="both",
+        help="activation layouts to benchmark (default: both)",
+    )
+    parser.add_argument(
+        "--shapes",
+        metavar="SUBSTRING",
+        default="",
+        help='benchmark only layers whose name contains SUBSTRING, e.g. "resnet50" or "7x7"',
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write machine info and all rows as JSON to FILE"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer, shorter repeats (noisier numbers)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return args
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def machine_info(threads: int, peak_seconds: float) -> dict:
+    features = fastpw.cpu_features()
+    active = fastpw.isa()
+    peak, peak_error = None, None
+    try:
+        # Best of three short probes: another process stealing the core for a moment
+        # lowers one probe, not the result.
+        peak = max(_kernels.fma_peak_gflops(active, seconds=peak_seconds / 3) for _ in range(3))
+    except Exception as error:  # a missing probe must not hide the rest of the report
+        peak_error = f"{type(error).__name__}: {error}"
+    if peak is not None and not (math.isfinite(peak) and peak > 0):
+        peak, peak_error = None, f"the {active} family has no FMA probe"
+    blas = []
+    if threadpoolctl is not None:
+        blas = [
+            {key: pool.get(key) for key in ("internal_api", "version", "num_threads")}
+            for pool in threadpoolctl.threadpool_info()
+            if pool.get("user_api") == "blas"
+        ]
+    return {
+        "fastpw_version": fastpw.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_features": sorted(name for name, present in features.items() if present),
+        "isa": active,
+        "available_isas": list(fastpw.available_isas()),
+        "openmp": bool(fastpw.openmp_enabled()),
+        "max_threads": int(fastpw.max_threads()),
+        "threads": threads,
+        "fma_peak_gflops_1thread": peak,
+        "fma_peak_error": peak_error,
+        "fma_peak_method": (
+            f"register-only {active} FMA loop, independent accumulators, 1 thread, "
+            f"best of 3 x {peak_seconds / 3:.2g} s, 2 flops per lane"
+        ),
+        "numpy_blas": blas,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def print_machine(info: dict) -> None:
+    rows = [
+        ("fastpw", info["fastpw_version"]),
+        ("python / numpy", f"{info['python']} / {info['numpy']} ({info['machine']})"),
+        ("CPU features", " ".join(info["cpu_features"]) or "(none detected)"),
+        ("kernels", f"{info['isa']} (available, best first: {', '.join(info['available_isas'])})"),
+        (
+            "OpenMP",
+            f"{'on' if info['openmp'] else 'off'}; "
+            f"using {info['threads']} thread(s), default {info['max_threads']}",
+        ),
+    ]
+    if info["fma_peak_gflops_1thread"] is None:
+        rows.append(("FMA peak", f"unavailable ({info['fma_peak_error']})"))
+    else:
+        rows.append(("FMA peak", f"{info['fma_peak_gflops_1thread']:.1f} GFLOP/s per thread"))
+        rows.append(("", f"({info['fma_peak_method']})"))
+    if info["numpy_blas"]:
+        blas = ", ".join(f"{b['internal_api']} {b['version']}" for b in info["numpy_blas"])
+        rows.append(("numpy BLAS", blas))
+    if info["load_average_1min"] is not None:
+        load, cpus = info["load_average_1min"], info["cpu_count"] or 1
+        busy = "  (busy: other processes share the cores, timings will be noisy)"
+        rows.append(("load", f"{load:.2f} on {cpus} CPUs{busy if load > cpus / 2 else ''}"))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+# ------------------------------------------------------------------------- correctness
+
+
+def _random(rng, shape):
+    return rng.standard_normal(shape, np.float32)
+
+
+def correctness_cases(threads: int):
+    """Yield ``(label, run)``; ``run()`` returns ``(result_region, reference, untouched_ok)``."""
+    rng = np.random.default_rng(1)
+
+    def functional(c, k, h, w, layout, label, **options):
+        groups = options.get("groups", 1)
+        x_shape = (1, c, h, w) if layout == "NCHW" else (1, h, w, c)
+        x, weight, bias = _random(rng, x_shape), _random(rng, (k, c // groups)), _random(rng, k)
+
+        def run():
+            y = fastpw.conv1x1(x, weight, bias, layout=layout, num_threads=threads, **options)
+            ref = reference_conv1x1(x, weight, bias, layout=layout, **options)
+            return y, ref, True
+
+        return label, run
+
+    def concat(c, k, h, w, layout, lo, label):
+        """Write channels [lo, lo + k) of a wider buffer; the rest must stay untouched."""
+        x_shape = (1, c, h, w) if layout == "NCHW" else (1, h, w, c)
+        x, weight, bias = _random(rng, x_shape), _random(rng, (k, c, 1, 1)), _random(rng, k)
+        total = lo + k + 16
+
+        def run():
+            layer = fastpw.Conv1x1(weight, bias, layout=layout, activation="relu")
+            if layout == "NCHW":
+                buf = np.full((1, total, h, w), 7.0, np.float32)
+                region = buf[:, lo : lo + k]
+            else:
+                buf = np.full((1, h, w, total), 7.0, np.float32)
+                region = buf[..., lo : lo + k]
+            layer(x, out=region, num_threads=threads)
+            if layout == "NCHW":
+                rest = np.concatenate([buf[:, :lo], buf[:, lo + k :]], axis=1)
+            else:
+                rest = np.concatenate([buf[..., :lo], buf[..., lo + k :]], axis=-1)
+            ref = reference_conv1x1(x, weight, bias, layout=layout, activation="relu")
+            return region, ref, bool(np.all(rest == 7.0))
+
+        return label, run
+
+    big = STANDARD_SHAPES[8]  # resnet50 1024->256 14x14: long reduction
+    x, weight, bias = make_inputs(big, "NCHW", seed=2)
+
+    def run_big():
+        layer = fastpw.Conv1x1(weight, bias, layout="NCHW")
+        return layer(x, num_threads=threads), reference_conv1x1(x, weight, bias), True
+
+    yield f"{big.name}, NCHW, bias, Conv1x1", run_big
+    yield functional(37, 29, 13, 11, "NHWC", "37->29 13x11, NHWC, edge tiles")
+    yield functional(
+        64, 96, 15, 17, "NHWC", "64->96 15x17, NHWC, stride 2, relu", stride=2, activation="relu"
+    )
+    yield functional(
+        64,
+        128,
+        9,
+        11,
+        "NCHW",
+        "64->128 9x11, NCHW, stride (2,1), groups 4, relu6",
+        stride=(2, 1),
+        groups=4,
+        activation="relu6",
+    )
+    yield functional(
+        48, 40, 10, 10, "NCHW", "48->40 10x10, NCHW, clamp (-0.5, 0.5)", activation=(-0.5, 0.5)
+    )
+    yield concat(96, 64, 13, 13, "NCHW", 64, "96->64 13x13, NCHW, out=buf[:, 64:128], relu")
+    yield concat(96, 64, 13, 13, "NHWC", 32, "96->64 13x13, NHWC, out=buf[..., 32:96], relu")
+
+
+def check_correctness(threads: int) -> list[dict]:
+    results = []
+    cases = list(correctness_cases(threads))
+    width = max(len(label) for label, _ in cases)
+    print(f"{'case':<{width}}  max rel err  result")
+    for label, run in cases:
+        try:
+            result, reference, untouched = run()
+            if result.shape != reference.shape:
+                raise ValueError(f"output shape {result.shape}, expected {reference.shape}")
+            error = max_relative_error(result, reference)
+            ok = error <= TOLERANCE and untouched
+            note = "" if untouched else "  (wrote outside its out slice)"
+        except Exception as exc:  # report and go on: one broken path must not hide the rest
+            error, ok, note = None, False, f"  ({type(exc).__name__}: {exc})"
+        shown = "-" if error is None else f"{error:.1e}"
+        print(f"{label:<{width}}  {shown:>11}  {'PASS' if ok else 'FAIL'}{note}")
+        results.append({"case": label, "max_rel_error": error, "passed": ok, "note": note.strip()})
+    return results
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def benchmark_shape(shape: LayerShape, layouts, threads: int, peak_all, quick: bool) -> dict:
+    """Time one layer; GFLOP/s from the best sample, speedups against the best numpy form.
+
+    ``peak_all`` is the FMA peak of all the cores fastpw uses (None if unknown).
+    """
+    timing = {"target_seconds": 0.04, "samples": 3} if quick else {}
+    row = {"shape": shape.name, "flops": shape.flops, "threads": threads}
+    inputs = {layout: make_inputs(shape, layout) for layout in layouts}
+    time.sleep(BLAS_IDLE_SECONDS)  # let BLAS threads from earlier numpy work go idle
+    for layout, (x, weight, bias) in inputs.items():
+        layer = fastpw.Conv1x1(weight, bias, layout=layout)
+        out = empty_output(x, shape.c_out, layout)
+        t = measure(functools.partial(layer, x, out=out, num_threads=threads), **timing)
+        row[f"fastpw_{layout}_gflops"] = gflops(shape.flops, t.best)
+        row[f"fastpw_{layout}_median_gflops"] = gflops(shape.flops, t.median)
+    for layout, (x, weight, _bias) in inputs.items():  # numpy last: see BLAS_IDLE_SECONDS
+        call, _ = numpy_baseline(x, weight, layout)
+        t = measure(call, **timing)
+        row[f"numpy_{layout}_gflops"] = gflops(shape.flops, t.best)
+        row[f"numpy_{layout}_median_gflops"] = gflops(shape.flops, t.median)
+    row["numpy_gflops"] = max(row[f"numpy_{layout}_gflops"] for layout in layouts)
+    for layout in layouts:
+        achieved = row[f"fastpw_{layout}_gflops"]
+        row[f"fastpw_{layout}_speedup"] = achieved / row["numpy_gflops"]
+        row[f"fastpw_{layout}_percent_of_peak"] = 100 * achieved / peak_all if peak_all else None
+    return row
+
+
+class Table:
+    """Fixed-width table printed row by row, so progress shows while layers are timed."""
+
+    def __init__(self, layouts, shape_width: int):
+        # (header, row key, format of the value); widths come from the headers.
+        self.columns = [("shape", "shape", "{}")]
+        self.columns += [(f"fastpw {lay}", f"fastpw_{lay}_gflops", "{:.1f}") for lay in layouts]
+        self.columns += [("numpy", "numpy_gflops", "{:.1f}")]
+        self.columns += [(f"{lay} vs numpy", f"fastpw_{lay}_speedup", "{:.2f}x") for lay in layouts]
+        self.columns += [
+            (f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts
+        ]
+        self.widths = [shape_width] + [max(len(h), 7) for h, _, _ in self.columns[1:]]
+
+    def _line(self, cells) -> str:
+        first, *rest = cells
+        parts = [f"{first:<{self.widths[0]}}"]
+        parts += [f"{cell:>{width}}" for cell, width in zip(rest, self.widths[1:])]
+        return "  ".join(parts).rstrip()
+
+    def header(self) -> None:
+        print(self._line([header for header, _, _ in self.columns]))
+        self.rule()
+
+    def rule(self) -> None:
+        print(self._line(["-" * width for width in self.widths]))
+
+    def row(self, row: dict, missing: str = "-") -> None:
+        cells = [
+            missing if row.get(key) is None else fmt.format(row[key])
+            for _, key, fmt in self.columns
+        ]
+        print(self._line(cells), flush=True)
+
+
+SUMMARY_LABEL = "geometric mean"
+
+
+def geometric_mean(values) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads = args.threads or int(fastpw.max_threads())
+    layouts = ("NCHW", "NHWC") if args.layout == "both" else (args.layout,)
+    shapes = [s for s in STANDARD_SHAPES if args.shapes.lower() in s.name.lower()]
+    names = [shape.name for shape in shapes]
+    if not shapes:
+        every = "\n  ".join(shape.name for shape in STANDARD_SHAPES)
+        print(f"no layer name contains {args.shapes!r}; the layers are:\n  {every}")
+        return 2
+
+    info = machine_info(threads, peak_seconds=0.1 if args.quick else 0.3)
+    peak = info["fma_peak_gflops_1thread"]
+    print_machine(info)
+
+    print(f"\nCorrectness against float64 numpy (tolerance {TOLERANCE:.0e}, {threads} thread(s))")
+    checks = check_correctness(threads)
+    passed = all(c["passed"] for c in checks)
+
+    rows = []
+    if passed:
+        if threadpoolctl is not None:
+            blas_note = f"numpy's BLAS limited to {threads} thread(s) with threadpoolctl"
+            limits = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+        else:
+            blas_note = "threadpoolctl not installed: numpy's BLAS uses its default threads"
+            limits = nullcontext()
+        print(
+            f"\nBenchmark: float32, batch 1, {threads} thread(s), best of "
+            f"{3 if args.quick else 5} samples; {blas_note}."
+        )
+        if not info["openmp"] and threads > 1:
+            print("fastpw was built without OpenMP: its kernels run on 1 thread.")
+        print(
+            "GFLOP/s = 2*C*K*H*W / time. numpy = best of W @ X (NCHW) and X @ W.T (NHWC) "
+            "for the layouts run. %peak = fastpw / (FMA peak x threads fastpw used).\n"
+        )
+        # A serial build runs on one core whatever it is asked for.
+        peak_all = peak * (threads if info["openmp"] else 1) if peak else None
+        table = Table(layouts, max(len(label) for label in [SUMMARY_LABEL, *names]))
+        table.header()
+        with limits:
+            for shape in shapes:
+                rows.append(benchmark_shape(shape, layouts, threads, peak_all, args.quick))
+                table.row(rows[-1])
+        summary = {"shape": SUMMARY_LABEL}
+        for layout in layouts:
+            key = f"fastpw_{layout}_speedup"
+            summary[key] = geometric_mean([row[key] for row in rows])
+        table.rule()
+        table.row(summary, missing="")
+    else:
+        print("\nCorrectness FAILED: benchmark skipped.")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "correctness": checks, "benchmark": rows}, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
