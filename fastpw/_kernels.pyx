@@ -19,7 +19,8 @@ Three orientations map a layer onto the microkernel contract (include/fastpw/fas
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uintptr_t
-from libc.string cimport memset
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 import numpy as np
@@ -64,6 +65,7 @@ cdef extern from "fastpw/dispatch.h" nogil:
     fpw_cpu_features fpw_detect_cpu()
     int fpw_openmp_enabled()
     int fpw_max_threads()
+    int fpw_thread_num()
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,6 +175,12 @@ cdef struct Gemm:
     int64_t batches, groups
     int64_t MR, NR
     int64_t mb, nb, m_blocks, n_blocks
+    # Rows of A (a_cs == 1) whose stride is a multiple of 4 KiB all fall into one L1 set:
+    # a tile's MR rows then evict each other. restride_a copies each block's rows to a
+    # per-thread buffer with a stride one cache line longer, at memcpy speed.
+    bint restride_a
+    float *scratch
+    int64_t scratch_stride, restrided_rs
     fpw_f32_gemm_fn kernel
 
 
@@ -228,9 +236,21 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     if g.bias != NULL:
         bias = g.bias + group * g.bias_gs
     cdef fpw_f32_tile t
+    cdef int64_t a_ts = g.a_ts
+    cdef int64_t a_first_row = 0  # the row of A that `a` points at
+    cdef float *rows
+    cdef int64_t i0, j0
     t.kc = g.K
     t.a_rs = g.a_rs
     t.a_cs = g.a_cs
+    if g.restride_a:
+        rows = g.scratch + fpw_thread_num() * g.scratch_stride
+        for i0 in range(i_end - i_begin):
+            memcpy(rows + i0 * g.restrided_rs, a + (i_begin + i0) * g.a_rs, g.K * sizeof(float))
+        a = rows
+        a_first_row = i_begin
+        t.a_rs = g.restrided_rs
+        a_ts = g.MR * g.restrided_rs
     t.b_rs = g.b_rs
     t.b_padded = g.b_padded
     t.c_rs = g.c_rs
@@ -239,7 +259,6 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     t.clamp = g.clamp
     t.lo = g.lo
     t.hi = g.hi
-    cdef int64_t i0, j0
     j0 = j_begin
     while j0 < j_end:
         t.nr = min(g.NR, j_end - j0)
@@ -247,7 +266,7 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
         i0 = i_begin
         while i0 < i_end:
             t.mr = min(g.MR, i_end - i0)
-            t.a = a + (i0 // g.MR) * g.a_ts
+            t.a = a + ((i0 - a_first_row) // g.MR) * a_ts
             t.c = c + i0 * g.c_rs + j0 * g.c_cs
             t.bias = NULL
             if bias != NULL:
@@ -267,6 +286,15 @@ cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
     cdef int64_t item
     if threads > items:
         threads = <int>items
+    cdef void *scratch = NULL
+    if g.restride_a:
+        g.restrided_rs = g.K + 16
+        g.scratch_stride = g.mb * g.restrided_rs
+        scratch = malloc((threads * g.scratch_stride + 16) * sizeof(float))
+        if scratch == NULL:  # read A in place: slower, still right
+            g.restride_a = False
+        else:
+            g.scratch = <float *>((<uintptr_t>scratch + 63) // 64 * 64)
     if threads <= 1:
         for item in range(items):
             _run_block(g, item)
@@ -276,6 +304,7 @@ cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
         with parallel(num_threads=threads):
             for item in prange(items, schedule="dynamic", chunksize=1):
                 _run_block(g, item)
+    free(scratch)
 
 
 # ---------------------------------------------------------------------------------------
@@ -500,6 +529,7 @@ cdef class F32Plan:
             return None
 
         cdef Gemm g
+        g.restride_a = False
         cdef const fpw_family *fam = &fpw_families[self.family]
         cdef int64_t Kg = self.out_channels // self.groups
         cdef int64_t Cg = self.in_channels // self.groups
@@ -539,6 +569,7 @@ cdef class F32Plan:
             g.a_bs = x_bs
             if self.nhwc:
                 g.a_rs, g.a_cs = x_ps, 1
+                g.restride_a = (x_ps * 4) % 4096 == 0
                 g.a_gs = Cg
                 g.c_rs, g.c_cs = y_ps, 1
                 g.c_gs = Kg

@@ -298,6 +298,23 @@ def test_reduction_depth(isa, layout, c):
     assert_matches_reference(y, x, weight, bias, layout)
 
 
+@pytest.mark.parametrize("channels_used", [1024, 700, 1])
+@pytest.mark.parametrize("n", [1, 2])
+def test_nhwc_pixel_rows_4k_apart(isa, channels_used, n):
+    """NHWC pixels 1024 floats (4 KiB) apart are copied to a padded row stride before
+    the tiles read them; whole rows and channel slices of such a buffer must still be
+    exact, and the padding must never leak into a result."""
+    rng = np.random.default_rng(channels_used)
+    buffer = rng.standard_normal((n, 5, 7, 1024), dtype=np.float32)
+    x = buffer[..., :channels_used]
+    weight = rng.standard_normal((40, channels_used), dtype=np.float32)
+    bias = rng.standard_normal(40, dtype=np.float32)
+    layer = fastpw.Conv1x1(weight, bias, layout="NHWC")
+    for num_threads in (1, 2):
+        y = layer(x, num_threads=num_threads)
+        assert_matches_reference(y, x, weight, bias, "NHWC")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(
     "n,c,k,h,w", [(1, 64, 96, 56, 56), (2, 35, 67, 28, 28), (3, 3, 17, 19, 23)]

@@ -59,12 +59,18 @@ static int fpw_openmp_enabled(void) {
 static int fpw_max_threads(void) {
     return omp_get_max_threads();
 }
+static int fpw_thread_num(void) {
+    return omp_get_thread_num();
+}
 #else
 static int fpw_openmp_enabled(void) {
     return 0;
 }
 static int fpw_max_threads(void) {
     return 1;
+}
+static int fpw_thread_num(void) {
+    return 0;
 }
 #endif
 
