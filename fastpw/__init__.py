@@ -30,12 +30,14 @@ threadpoolctl).
 import os as _os
 
 from . import _kernels
-from ._api import Conv1x1, conv1x1
+from ._api import Conv1x1, QConv1x1, QParams, conv1x1
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Conv1x1",
+    "QConv1x1",
+    "QParams",
     "available_isas",
     "conv1x1",
     "cpu_features",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import namedtuple
 
 import numpy as np
 
@@ -77,8 +78,9 @@ def _check_float32(name: str, array: np.ndarray) -> None:
         )
     if dtype.kind in "iu":
         raise TypeError(
-            f"{name} has integer dtype {dtype}; the quantized (int8) path is not available "
-            f"yet: pass float32"
+            f"{name} has integer dtype {dtype} but this is the float32 path: int8 weights "
+            f"need uint8/int8 x with x_quant/w_quant/y_quant (the quantized path), or "
+            f"pass float32"
         )
     raise TypeError(f"{name} must be a float32 array; got dtype {dtype}")
 
@@ -137,10 +139,10 @@ def _normalize_num_threads(num_threads):
     return min(int(num_threads), MAX_THREADS)
 
 
-def _check_input(x, in_channels: int, groups: int, layout: str) -> np.ndarray:
+def _check_input(x, in_channels: int, groups: int, layout: str, check_dtype) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
-    _check_float32("x", x)
+    check_dtype("x", x)
     if x.ndim != 4:
         axes = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
         raise ValueError(f"x must be 4-D {axes} for layout {layout!r}; got shape {x.shape}")
@@ -162,13 +164,14 @@ def _output_shape(x: np.ndarray, out_channels: int, stride, layout: str) -> tupl
     return (n, -(-h // sh), -(-w // sw), out_channels)
 
 
-def _check_out(out, shape: tuple, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    dtype = np.dtype(dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(
-            f"out must be a numpy float32 array of shape {shape}; got {type(out).__name__}"
+            f"out must be a numpy {dtype} array of shape {shape}; got {type(out).__name__}"
         )
-    if out.dtype != np.float32:
-        raise TypeError(f"out must have dtype float32; got {out.dtype}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype}; got {out.dtype}")
     if out.shape != shape:
         raise ValueError(f"out must have shape {shape}; got {out.shape}")
     if not out.flags.writeable:
@@ -182,27 +185,47 @@ def _check_out(out, shape: tuple, x: np.ndarray, weight: np.ndarray) -> np.ndarr
     return out
 
 
-def _run_general(plan, layout, stride, x, out, num_threads):
-    """Validate everything, copy what the fast path cannot read, then run the plan."""
-    x = _check_input(x, plan.in_channels, plan.groups, layout)
+def _run_general(plan, layout, stride, x, out, num_threads, *, check_dtype, out_dtype, run):
+    """Validate everything, copy what the fast path cannot read, then run the plan.
+
+    `check_dtype(name, x)` raises for an x the path does not take; `out_dtype(x)` is the
+    output dtype for that x; `run(x, out, threads)` is the plan's fast path, trusted
+    here not to need the overlap check (done exactly below).
+    """
+    x = _check_input(x, plan.in_channels, plan.groups, layout, check_dtype)
     threads = _normalize_num_threads(num_threads)
     shape = _output_shape(x, plan.out_channels, stride, layout)
+    dtype = out_dtype(x)
     if out is not None:
-        out = _check_out(out, shape, x, plan.weight)
+        out = _check_out(out, shape, dtype, x, plan.weight)
     if math.prod(shape) == 0:
-        return np.empty(shape, dtype=np.float32) if out is None else out
+        return np.empty(shape, dtype=dtype) if out is None else out
     sh, sw = stride
     if (sh, sw) != (1, 1):
         x = x[:, :, ::sh, ::sw] if layout == "NCHW" else x[:, ::sh, ::sw, :]
-    y = plan.run(x, out, threads, False)
+    y = run(x, out, threads)
     if y is None:  # x's strides do not fold into the kernel's view: copy it once
         x = np.ascontiguousarray(x)
-        y = plan.run(x, out, threads, False)
+        y = run(x, out, threads)
     if y is None:  # only out's layout is left: compute aside, then copy into it
-        y = plan.run(x, None, threads, False)
+        y = run(x, None, threads)
         out[...] = y
         y = out
     return y
+
+
+def _run_float(plan, layout, stride, x, out, num_threads):
+    return _run_general(
+        plan,
+        layout,
+        stride,
+        x,
+        out,
+        num_threads,
+        check_dtype=_check_float32,
+        out_dtype=lambda x: np.float32,
+        run=lambda x, out, threads: plan.run(x, out, threads, False),
+    )
 
 
 class Conv1x1:
@@ -244,7 +267,7 @@ class Conv1x1:
             y = self._plan.run(x, out, num_threads)
             if y is not None:
                 return y
-        return _run_general(self._plan, self.layout, self.stride, x, out, num_threads)
+        return _run_float(self._plan, self.layout, self.stride, x, out, num_threads)
 
     def __repr__(self) -> str:
         return (
@@ -265,8 +288,12 @@ def conv1x1(
     activation=None,
     out=None,
     num_threads=None,
+    x_quant=None,
+    w_quant=None,
+    y_quant=None,
+    out_dtype=None,
 ):
-    """1x1 convolution of float32 ``x`` with ``weight`` (+ ``bias``), activation fused.
+    """1x1 convolution of ``x`` with ``weight`` (+ ``bias``), activation fused.
 
     ``y[n, k, h, w] = act(sum_c weight[k, c] * x[n, g*C/groups + c, h*sh, w*sw] + bias[k])``
     for output channel k in group g, in NCHW or NHWC (``layout``, any case). Output
@@ -274,20 +301,57 @@ def conv1x1(
 
     Parameters
     ----------
-    x : float32 array, (N, C, H, W) for "NCHW" or (N, H, W, C) for "NHWC"; any strides.
-    weight : float32 (K, C/groups) or (K, C/groups, 1, 1) (PyTorch's layout).
-    bias : float32 (K,) or None.
+    x : (N, C, H, W) for "NCHW" or (N, H, W, C) for "NHWC"; any strides. float32 takes
+        the float path; uint8 or int8 takes the quantized path (see ``QConv1x1`` for its
+        exact arithmetic), which needs ``x_quant``, ``w_quant`` and, for an 8-bit
+        output, ``y_quant``.
+    weight : (K, C/groups) or (K, C/groups, 1, 1) (PyTorch's layout): float32, or int8
+        on the quantized path.
+    bias : (K,) or None: float32, or int32 in scale x_scale * w_scale[k] (ONNX's
+        convention) on the quantized path.
     layout : "NCHW" or "NHWC".
     stride : int or (sh, sw), >= 1.
     groups : int >= 1 dividing C and K.
-    activation : None, "relu", "relu6" or a (lo, hi) clamp, applied in the kernel.
-    out : optional float32 array of the output shape, possibly a channel slice of a
+    activation : None, "relu", "relu6" or a (lo, hi) clamp (real units), applied in the
+        kernel.
+    out : optional array of the output shape and dtype, possibly a channel slice of a
         larger buffer (``buf[:, 64:128]`` in NCHW); written and returned.
     num_threads : None for the OpenMP default (OMP_NUM_THREADS, threadpoolctl), or an int
         >= 1 capping this call.
+    x_quant, w_quant, y_quant : (scale, zero_point) pairs or ``QParams`` (quantized path).
+    out_dtype : quantized path: None (x's dtype), uint8, int8, int32 or float32.
 
-    For repeated calls with the same weights, ``Conv1x1`` packs them once.
+    For repeated calls with the same weights, ``Conv1x1`` / ``QConv1x1`` pack them once.
     """
+    if _is_quantized_input(x):
+        layer = QConv1x1(
+            weight,
+            bias,
+            x_quant=x_quant,
+            w_quant=w_quant,
+            y_quant=y_quant,
+            out_dtype=out_dtype,
+            layout=layout,
+            stride=stride,
+            groups=groups,
+            activation=activation,
+        )
+        return layer._run(x, out, num_threads)
+    given = [
+        name
+        for name, value in (
+            ("x_quant", x_quant),
+            ("w_quant", w_quant),
+            ("y_quant", y_quant),
+            ("out_dtype", out_dtype),
+        )
+        if value is not None
+    ]
+    if given:
+        raise TypeError(
+            f"{', '.join(given)} only apply to uint8/int8 x (the quantized path); x has "
+            f"dtype {np.asarray(x).dtype}"
+        )
     layout = _normalize_layout(layout)
     stride = _normalize_stride(stride)
     groups = _normalize_groups(groups)
@@ -295,4 +359,413 @@ def conv1x1(
     weight = _normalize_weight(weight, groups)
     bias = _normalize_bias(bias, weight.shape[0])
     plan = _kernels.F32Plan(weight, bias, groups, layout == "NHWC", clamp, False)
-    return _run_general(plan, layout, stride, x, out, num_threads)
+    return _run_float(plan, layout, stride, x, out, num_threads)
+
+
+# ---------------------------------------------------------------------------------------
+# The quantized path
+
+QParams = namedtuple("QParams", ["scale", "zero_point"])
+QParams.__doc__ = """Quantization parameters: real = scale * (q - zero_point)."""
+
+QUANTIZED_X_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+OUT_DTYPES = {
+    np.dtype(np.uint8): _kernels.OUT_UINT8,
+    np.dtype(np.int8): _kernels.OUT_INT8,
+    np.dtype(np.int32): _kernels.OUT_INT32,
+    np.dtype(np.float32): _kernels.OUT_FLOAT32,
+}
+
+
+def _is_quantized_input(x) -> bool:
+    dtype = x.dtype if isinstance(x, np.ndarray) else np.asarray(x).dtype
+    return dtype in QUANTIZED_X_DTYPES
+
+
+def _dtype_range(dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def _split_qparams(name: str, qparams):
+    if qparams is None:
+        raise TypeError(f"{name} is required: pass ({name[0]}_scale, zero_point) or fastpw.QParams")
+    try:
+        scale, zero_point = qparams
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a (scale, zero_point) pair or fastpw.QParams; got {qparams!r}"
+        ) from None
+    return scale, zero_point
+
+
+def _check_scale(name: str, scale) -> np.ndarray:
+    """A positive finite scale (scalar or 1-D), as float32."""
+    try:
+        array = np.asarray(scale, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} scale must be a positive float; got {scale!r}") from None
+    if array.ndim > 1 or array.size == 0:
+        raise ValueError(f"{name} scale must be a float or a 1-D array; got shape {array.shape}")
+    if not np.all(np.isfinite(array)) or not np.all(array > 0):
+        raise ValueError(f"{name} scale must be positive and finite; got {scale!r}")
+    scale32 = array.astype(np.float32)
+    if not np.all(scale32 > 0) or not np.all(np.isfinite(scale32)):
+        raise ValueError(f"{name} scale {scale!r} is not a positive finite float32")
+    return scale32
+
+
+def _check_zero_point(name: str, zero_point, dtype=None) -> int:
+    if not _is_int(zero_point):
+        raise TypeError(f"{name} zero point must be an int; got {zero_point!r}")
+    zero_point = int(zero_point)
+    lo, hi = _dtype_range(dtype) if dtype is not None else (-128, 255)
+    if not lo <= zero_point <= hi:
+        where = f"{np.dtype(dtype)}" if dtype is not None else "uint8 or int8"
+        raise ValueError(
+            f"{name} zero point {zero_point} is outside the {where} range [{lo}, {hi}]"
+        )
+    return zero_point
+
+
+def _normalize_w_quant(w_quant, out_channels: int) -> np.ndarray:
+    """w_quant -> float32 scales of length K (per tensor scales repeated)."""
+    scale, zero_point = _split_qparams("w_quant", w_quant)
+    scale32 = _check_scale("w_quant", scale)
+    if scale32.ndim == 1 and scale32.shape[0] != out_channels:
+        raise ValueError(
+            f"w_quant per-channel scale must have length K={out_channels}; got {scale32.shape[0]}"
+        )
+    zeros = np.asarray(zero_point)
+    if zeros.dtype.kind not in "iub" or zeros.ndim > 1 or np.any(zeros != 0):
+        raise ValueError(
+            f"w_quant zero point must be 0 (symmetric weights, as TFLite, XNNPACK and ONNX "
+            f"Runtime's fast path require); got {zero_point!r}"
+        )
+    return np.broadcast_to(scale32, (out_channels,)).astype(np.float32)
+
+
+def _normalize_out_dtype(out_dtype):
+    if out_dtype is None:
+        return None
+    try:
+        dtype = np.dtype(out_dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in OUT_DTYPES:
+        raise ValueError(
+            f"out_dtype must be None, uint8, int8, int32 or float32; got {out_dtype!r}"
+        )
+    return dtype
+
+
+def _quantized_bounds(activation, y_scale32, y_zero_point: int, dtype) -> tuple[int, int]:
+    """[lo, hi] of an 8-bit output: the dtype's range narrowed by the activation, whose
+    bounds are real numbers quantized as y_zp + rint(bound / y_scale) (float64 division
+    of the float32 scale, round half to even) and then kept inside the dtype's range, so
+    a clamp that lies wholly outside it pins the output to the nearer end."""
+    q_min, q_max = _dtype_range(dtype)
+    lo, hi = q_min, q_max
+    if activation is None:
+        return lo, hi
+    real_lo, real_hi = NAMED_ACTIVATIONS.get(activation, activation)
+    scale = float(y_scale32)
+    if math.isfinite(real_lo):
+        lo = min(max(y_zero_point + int(np.rint(real_lo / scale)), q_min), q_max)
+    if math.isfinite(real_hi):
+        hi = min(max(y_zero_point + int(np.rint(real_hi / scale)), q_min), q_max)
+    return lo, hi
+
+
+class QConv1x1:
+    """An int8 1x1 convolution layer: weights packed once, requantization fused.
+
+    ``layer(xq, out=None, num_threads=None)`` takes uint8 or int8 ``xq`` in either
+    layout. The arithmetic, per output element (channel k, every float float32):
+
+        acc = sum_c (x - x_zp) * w[k, c] + bias[k]             exact int32
+        M[k] = float32(float32(x_scale * w_scale[k]) / y_scale)
+        8-bit out:  y = clamp(round_half_to_even(float32(acc) * M[k]) + y_zp, lo, hi)
+        float32 out: y = act(float32(acc) * float32(x_scale * w_scale[k]))
+        int32 out:  y = acc
+
+    [lo, hi] is the output dtype's range narrowed by the activation: relu raises lo to
+    y_zp; relu6 also lowers hi to y_zp + rint(6 / y_scale); a (lo, hi) clamp in real
+    units is quantized the same way; bounds beyond the dtype's range are brought back to
+    it (a clamp wholly outside the range pins every output to the nearer end). With no
+    activation this is ONNX QLinearConv as ONNX Runtime computes it, bit for bit.
+
+    Parameters: ``weight`` int8 (K, C/groups[, 1, 1]); ``bias`` int32 (K,) in scale
+    x_scale * w_scale[k], or None; ``x_quant``, ``w_quant`` (scale a float or K floats,
+    zero point 0), ``y_quant`` (needed for 8-bit output): (scale, zero_point) pairs or
+    ``QParams``; ``out_dtype`` None (x's dtype), uint8, int8, int32 or float32; layout,
+    stride, groups and activation as for ``Conv1x1``.
+
+    At build time the layer packs the weights for the active kernel family, folds the
+    input zero point (x_zp * sum_c w[k, c]) and any sign-shift compensation into the
+    bias, and computes the requantization multipliers, so a call does only the GEMM and
+    its epilogue.
+    """
+
+    def __init__(
+        self,
+        weight,
+        bias=None,
+        *,
+        x_quant,
+        w_quant,
+        y_quant=None,
+        out_dtype=None,
+        layout="NCHW",
+        stride=1,
+        groups=1,
+        activation=None,
+    ):
+        self.layout = _normalize_layout(layout)
+        self.stride = _normalize_stride(stride)
+        self.groups = _normalize_groups(groups)
+        self.activation, clamp = _normalize_activation(activation)
+        self.out_dtype = _normalize_out_dtype(out_dtype)
+
+        weight = np.asarray(weight)
+        if weight.dtype != np.int8:
+            hint = (
+                " or build the layer with QConv1x1.from_float" if weight.dtype.kind == "f" else ""
+            )
+            raise TypeError(f"weight must be int8 on the quantized path; got {weight.dtype}{hint}")
+        if weight.ndim == 4 and weight.shape[2:] == (1, 1):
+            weight = weight.reshape(weight.shape[:2])
+        if weight.ndim != 2 or 0 in weight.shape:
+            raise ValueError(
+                "weight must be (K, C/groups) or (K, C/groups, 1, 1) for a 1x1 convolution; "
+                f"got shape {weight.shape}"
+            )
+        if weight.shape[0] % self.groups != 0:
+            raise ValueError(
+                f"groups={self.groups} must divide the output channels K={weight.shape[0]} "
+                f"(weight shape {weight.shape})"
+            )
+        self.weight = np.array(weight, dtype=np.int8, order="C")
+        self.weight.flags.writeable = False
+        self.out_channels, channels_per_group = self.weight.shape
+        self.in_channels = channels_per_group * self.groups
+
+        if bias is not None:
+            bias = np.asarray(bias)
+            if bias.dtype != np.int32:
+                hint = (
+                    ": quantize it to int32 in scale x_scale * w_scale[k], or build the layer "
+                    "with QConv1x1.from_float"
+                    if bias.dtype.kind == "f"
+                    else ""
+                )
+                raise TypeError(f"bias must be int32 on the quantized path; got {bias.dtype}{hint}")
+            if bias.shape != (self.out_channels,):
+                raise ValueError(
+                    f"bias must have shape ({self.out_channels},) (one per output channel); "
+                    f"got {bias.shape}"
+                )
+            bias = np.array(bias, dtype=np.int32, order="C")
+            bias.flags.writeable = False
+        self.bias = bias
+
+        x_scale, x_zero_point = _split_qparams("x_quant", x_quant)
+        x_scale32 = _check_scale("x_quant", x_scale)
+        if x_scale32.ndim != 0:
+            raise ValueError("x_quant scale must be one float (per-tensor activations)")
+        self.x_quant = QParams(float(x_scale32), _check_zero_point("x_quant", x_zero_point))
+        w_scales = _normalize_w_quant(w_quant, self.out_channels)
+        w_scale_given = _split_qparams("w_quant", w_quant)[0]
+        self.w_quant = QParams(
+            float(w_scales[0]) if np.ndim(w_scale_given) == 0 else w_scales.copy(), 0
+        )
+
+        eight_bit = self.out_dtype is None or self.out_dtype.itemsize == 1
+        if y_quant is None:
+            self.y_quant = None
+            if eight_bit:
+                raise TypeError(
+                    "y_quant is required for an 8-bit output (out_dtype None means x's "
+                    "dtype); pass y_quant=(scale, zero_point) or out_dtype=np.int32/np.float32"
+                )
+        else:
+            y_scale, y_zero_point = _split_qparams("y_quant", y_quant)
+            y_scale32 = _check_scale("y_quant", y_scale)
+            if y_scale32.ndim != 0:
+                raise ValueError("y_quant scale must be one float (per-tensor outputs)")
+            range_dtype = self.out_dtype if eight_bit else None  # None: uint8 or int8 range
+            self.y_quant = QParams(
+                float(y_scale32), _check_zero_point("y_quant", y_zero_point, range_dtype)
+            )
+        if self.activation is not None and self.out_dtype == np.int32:
+            raise ValueError(
+                "activation needs an 8-bit or float32 output; int32 output is the raw accumulator"
+            )
+        epilogues = self._epilogues(x_scale32, w_scales, clamp)
+        self._out_type = None if self.out_dtype is None else OUT_DTYPES[self.out_dtype]
+        self._plan = _kernels.Q8Plan(
+            self.weight,
+            self.bias,
+            self.groups,
+            self.layout == "NHWC",
+            self.x_quant.zero_point,
+            epilogues,
+        )
+        self._fast = self.stride == (1, 1)
+
+    def _epilogues(self, x_scale32, w_scales32, clamp) -> dict:
+        """Per output type: (scale, lo, hi, zero_point, clamp) for the kernels' epilogue."""
+        dequant = (np.float32(x_scale32) * w_scales32).astype(np.float32)  # float32 product
+        real_lo, real_hi = clamp if clamp is not None else (-math.inf, math.inf)
+        epilogues = {
+            _kernels.OUT_INT32: (None, 0.0, 0.0, 0, 0),
+            _kernels.OUT_FLOAT32: (dequant, real_lo, real_hi, 0, int(clamp is not None)),
+        }
+        if self.y_quant is not None:
+            y_scale32 = np.float32(self.y_quant.scale)
+            requant = (dequant / y_scale32).astype(np.float32)  # float32 division
+            y_zero_point = self.y_quant.zero_point
+            for dtype in (np.dtype(np.uint8), np.dtype(np.int8)):
+                lo, hi = _dtype_range(dtype)
+                if not lo <= y_zero_point <= hi:
+                    continue  # reported when x of that dtype asks for this output
+                lo, hi = _quantized_bounds(self.activation, y_scale32, y_zero_point, dtype)
+                epilogues[OUT_DTYPES[dtype]] = (
+                    requant,
+                    float(lo - y_zero_point),
+                    float(hi - y_zero_point),
+                    y_zero_point,
+                    1,
+                )
+        return epilogues
+
+    @property
+    def isa(self) -> str:
+        """The kernel family this layer's weights are packed for."""
+        return self._plan.isa
+
+    def _resolved_out_dtype(self, x) -> np.dtype:
+        return self.out_dtype if self.out_dtype is not None else x.dtype
+
+    def _check_x(self, name, x):
+        if x.dtype not in QUANTIZED_X_DTYPES:
+            hint = (
+                ": quantize it first (x_scale, x_zero_point), or use the float layer Conv1x1"
+                if x.dtype.kind == "f"
+                else ""
+            )
+            raise TypeError(
+                f"{name} must be uint8 or int8 for a quantized layer; got {x.dtype}{hint}"
+            )
+        _check_zero_point("x_quant", self.x_quant.zero_point, x.dtype)
+        out_dtype = self._resolved_out_dtype(x)
+        if out_dtype.itemsize == 1:
+            _check_zero_point("y_quant", self.y_quant.zero_point, out_dtype)
+
+    def __call__(self, x, out=None, num_threads=None):
+        if self._fast:
+            y = self._plan.run(x, out, self._out_type, num_threads)
+            if y is not None:
+                return y
+        return self._run(x, out, num_threads)
+
+    def _run(self, x, out, num_threads):
+        return _run_general(
+            self._plan,
+            self.layout,
+            self.stride,
+            x,
+            out,
+            num_threads,
+            check_dtype=self._check_x,
+            out_dtype=self._resolved_out_dtype,
+            run=lambda x, out, threads: self._plan.run(x, out, self._out_type, threads, False),
+        )
+
+    @classmethod
+    def from_float(
+        cls,
+        weight,
+        bias=None,
+        *,
+        x_quant,
+        y_quant=None,
+        per_channel=True,
+        x_dtype=np.uint8,
+        out_dtype=None,
+        layout="NCHW",
+        stride=1,
+        groups=1,
+        activation=None,
+    ):
+        """Quantize float32 weights symmetrically and build the layer.
+
+        w_scale[k] = float32(max_c |w[k, c]| / 127) per output channel (per_channel=True)
+        or float32(max |w| / 127) for the tensor; an all-zero channel or tensor gets 1.0.
+        w_q = clip(rint(w / w_scale), -127, 127) as int8; bias_q[k] = rint(bias[k] /
+        (x_scale * w_scale[k])) as int32 (clipped to int32), in float64 from the float32
+        scales. ``x_dtype`` is the dtype of the inputs the layer will see: it sets the
+        default output dtype and the valid range of x's zero point.
+        """
+        weight = np.asarray(weight)
+        _check_float32("weight", weight)
+        if weight.ndim == 4 and weight.shape[2:] == (1, 1):
+            weight = weight.reshape(weight.shape[:2])
+        if weight.ndim != 2 or 0 in weight.shape:
+            raise ValueError(
+                "weight must be (K, C/groups) or (K, C/groups, 1, 1) for a 1x1 convolution; "
+                f"got shape {weight.shape}"
+            )
+        x_dtype = np.dtype(x_dtype)
+        if x_dtype not in QUANTIZED_X_DTYPES:
+            raise ValueError(f"x_dtype must be uint8 or int8; got {x_dtype}")
+        x_scale, x_zero_point = _split_qparams("x_quant", x_quant)
+        x_scale32 = _check_scale("x_quant", x_scale)
+        _check_zero_point("x_quant", x_zero_point, x_dtype)
+        w64 = weight.astype(np.float64)
+        if per_channel:
+            peak = np.abs(w64).max(axis=1)
+        else:
+            peak = np.full(w64.shape[0], np.abs(w64).max())
+        w_scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        w_q = np.clip(np.rint(w64 / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+        bias_q = None
+        if bias is not None:
+            bias = np.asarray(bias)
+            _check_float32("bias", bias)
+            if bias.shape != (w64.shape[0],):
+                raise ValueError(
+                    f"bias must have shape ({w64.shape[0]},) (one per output channel); "
+                    f"got {bias.shape}"
+                )
+            bias_scale = float(x_scale32) * w_scale.astype(np.float64)
+            bias_q = np.clip(
+                np.rint(bias.astype(np.float64) / bias_scale), -(2**31), 2**31 - 1
+            ).astype(np.int32)
+        if out_dtype is None:
+            out_dtype = x_dtype
+        return cls(
+            w_q,
+            bias_q,
+            x_quant=(float(x_scale32), x_zero_point),
+            w_quant=(w_scale if per_channel else float(w_scale[0]), 0),
+            y_quant=y_quant,
+            out_dtype=out_dtype,
+            layout=layout,
+            stride=stride,
+            groups=groups,
+            activation=activation,
+        )
+
+    def __repr__(self) -> str:
+        out = "x's dtype" if self.out_dtype is None else str(self.out_dtype)
+        per_channel = np.ndim(self.w_quant.scale) == 1
+        return (
+            f"QConv1x1(in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"layout={self.layout!r}, stride={self.stride}, groups={self.groups}, "
+            f"activation={self.activation!r}, bias={self.bias is not None}, "
+            f"x_quant={tuple(self.x_quant)}, "
+            f"w_scale={'per-channel' if per_channel else 'per-tensor'}, "
+            f"y_quant={None if self.y_quant is None else tuple(self.y_quant)}, out_dtype={out}, "
+            f"isa={self.isa!r})"
+        )

@@ -18,7 +18,7 @@ Three orientations map a layer onto the microkernel contract (include/fastpw/fas
 """
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -46,6 +46,42 @@ cdef extern from "fastpw/dispatch.h" nogil:
 
     ctypedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile *tile) noexcept nogil
 
+    ctypedef struct fpw_q8_tile:
+        size_t kc
+        size_t mr, nr
+        const uint8_t *a
+        ptrdiff_t a_rs, a_cs
+        size_t a_tail
+        int a_is_data
+        int a_flip_sign
+        const uint8_t *b
+        ptrdiff_t b_rs
+        int b_padded
+        void *c
+        ptrdiff_t c_rs, c_cs
+        int out_type
+        const int32_t *bias
+        const float *scale
+        int per_row
+        int clamp
+        float lo, hi
+        int32_t zero_point
+
+    ctypedef void (*fpw_q8_gemm_fn)(const fpw_q8_tile *tile) noexcept nogil
+    enum:
+        FPW_Q8_DOT4
+        FPW_Q8_PAIR16
+        FPW_Q8_OUT_U8
+        FPW_Q8_OUT_S8
+        FPW_Q8_OUT_S32
+        FPW_Q8_OUT_F32
+    void fpw_q8_pack_pair16_nchw(const uint8_t *x, ptrdiff_t x_cs, int x_signed, size_t channels,
+                                 size_t pixels, size_t p_begin, size_t p_end, int16_t *out)
+    void fpw_q8_pack_pair16_nhwc(const uint8_t *x, ptrdiff_t x_ps, int x_signed, size_t channels,
+                                 size_t p_begin, size_t p_end, int16_t *out)
+    void fpw_q8_pack_dot4_nchw(const uint8_t *x, ptrdiff_t x_cs, int flip, size_t channels,
+                               size_t pixels, size_t g_begin, size_t g_end, uint8_t *out)
+
     ctypedef struct fpw_cpu_features:
         int sse42, avx, fma, avx2, f16c
         int avx512f, avx512bw, avx512dq, avx512vl, avx512_vnni, avx_vnni
@@ -57,6 +93,9 @@ cdef extern from "fastpw/dispatch.h" nogil:
         size_t mr, nr
         size_t lanes
         fpw_f32_gemm_fn f32_gemm
+        int q8_format
+        size_t q8_mr, q8_nr
+        fpw_q8_gemm_fn q8_gemm
         double (*fma_peak_loop)(long iterations) noexcept nogil
         int (*supported)(const fpw_cpu_features *cpu) noexcept nogil
 
@@ -158,16 +197,20 @@ def fma_peak_gflops(str name, double seconds=0.2):
 # The tile loop
 
 cdef struct Gemm:
-    # C[M x N] = A[M x K] * B[K x N] for each (batch, group), plus bias and clamp.
+    # C[M x N] = A[M x K] * B[K x N] for each (batch, group), plus the epilogue. Pointers
+    # and strides of A and B are in bytes, so one tile loop serves float32 (K counts
+    # channels) and int8 (K counts channel groups of the int8 format). C's strides are in
+    # elements of the output type, c_elem bytes each.
     int64_t M, N, K
-    const float *a
+    const char *a
     int64_t a_rs, a_cs, a_ts, a_bs, a_gs   # element, row tile, batch and group strides
-    const float *b
+    const char *b
     int64_t b_rs, b_ts, b_bs, b_gs
     int b_padded
-    float *c
-    int64_t c_rs, c_cs, c_bs, c_gs
-    const float *bias
+    char *c
+    int64_t c_rs, c_cs, c_bs, c_gs, c_elem
+    const char *bias                        # 4-byte elements (float32 or int32)
+    const float *scale                      # int8 only: per output channel
     int64_t bias_gs
     int bias_on_rows
     int clamp
@@ -175,13 +218,19 @@ cdef struct Gemm:
     int64_t batches, groups
     int64_t MR, NR
     int64_t mb, nb, m_blocks, n_blocks
-    # Rows of A (a_cs == 1) whose stride is a multiple of 4 KiB all fall into one L1 set:
-    # a tile's MR rows then evict each other. restride_a copies each block's rows to a
-    # per-thread buffer with a stride one cache line longer, at memcpy speed.
+    # Rows of A (a_cs == one element) whose stride is a multiple of 4 KiB all fall into
+    # one L1 set: a tile's MR rows then evict each other. restride_a copies each block's
+    # rows to a per-thread buffer with a stride one cache line longer, at memcpy speed.
     bint restride_a
-    float *scratch
-    int64_t scratch_stride, restrided_rs
-    fpw_f32_gemm_fn kernel
+    char *scratch
+    int64_t scratch_stride, restrided_rs, row_bytes
+    # Exactly one kernel is set: the float32 or the int8 microkernel.
+    fpw_f32_gemm_fn f32_kernel
+    fpw_q8_gemm_fn q8_kernel
+    # int8 only (see fpw_q8_tile in include/fastpw/fastpw.h)
+    size_t a_tail
+    int a_is_data, a_flip_sign, out_type
+    int32_t zero_point
 
 
 cdef enum:
@@ -229,55 +278,92 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     cdef int64_t i_begin = (inner // g.n_blocks) * g.mb
     cdef int64_t j_begin = (inner % g.n_blocks) * g.nb
     cdef int64_t i_end = min(i_begin + g.mb, g.M), j_end = min(j_begin + g.nb, g.N)
-    cdef const float *a = g.a + batch * g.a_bs + group * g.a_gs
-    cdef const float *b = g.b + batch * g.b_bs + group * g.b_gs
-    cdef float *c = g.c + batch * g.c_bs + group * g.c_gs
-    cdef const float *bias = NULL
+    cdef const char *a = g.a + batch * g.a_bs + group * g.a_gs
+    cdef const char *b = g.b + batch * g.b_bs + group * g.b_gs
+    cdef char *c = g.c + (batch * g.c_bs + group * g.c_gs) * g.c_elem
+    cdef const char *bias = NULL
+    cdef const float *scale = NULL
     if g.bias != NULL:
-        bias = g.bias + group * g.bias_gs
-    cdef fpw_f32_tile t
-    cdef int64_t a_ts = g.a_ts
+        bias = g.bias + group * g.bias_gs * 4
+    if g.scale != NULL:
+        scale = g.scale + group * g.bias_gs
+    cdef int64_t a_rs = g.a_rs, a_ts = g.a_ts
     cdef int64_t a_first_row = 0  # the row of A that `a` points at
-    cdef float *rows
-    cdef int64_t i0, j0
-    t.kc = g.K
-    t.a_rs = g.a_rs
-    t.a_cs = g.a_cs
+    cdef char *rows
+    cdef int64_t i0, j0, mr, nr, at
     if g.restride_a:
         rows = g.scratch + fpw_thread_num() * g.scratch_stride
         for i0 in range(i_end - i_begin):
-            memcpy(rows + i0 * g.restrided_rs, a + (i_begin + i0) * g.a_rs, g.K * sizeof(float))
+            memcpy(rows + i0 * g.restrided_rs, a + (i_begin + i0) * g.a_rs, g.row_bytes)
         a = rows
         a_first_row = i_begin
-        t.a_rs = g.restrided_rs
+        a_rs = g.restrided_rs
         a_ts = g.MR * g.restrided_rs
-    t.b_rs = g.b_rs
-    t.b_padded = g.b_padded
-    t.c_rs = g.c_rs
-    t.c_cs = g.c_cs
-    t.bias_on_rows = g.bias_on_rows
-    t.clamp = g.clamp
-    t.lo = g.lo
-    t.hi = g.hi
+
+    cdef fpw_f32_tile ft
+    cdef fpw_q8_tile qt
+    if g.f32_kernel != NULL:
+        ft.kc = g.K
+        ft.a_rs = a_rs // 4
+        ft.a_cs = g.a_cs // 4
+        ft.b_rs = g.b_rs // 4
+        ft.b_padded = g.b_padded
+        ft.c_rs = g.c_rs
+        ft.c_cs = g.c_cs
+        ft.bias_on_rows = g.bias_on_rows
+        ft.clamp = g.clamp
+        ft.lo = g.lo
+        ft.hi = g.hi
+    else:
+        qt.kc = g.K
+        qt.a_rs = a_rs
+        qt.a_cs = g.a_cs
+        qt.a_tail = g.a_tail
+        qt.a_is_data = g.a_is_data
+        qt.a_flip_sign = g.a_flip_sign
+        qt.b_rs = g.b_rs
+        qt.b_padded = g.b_padded
+        qt.c_rs = g.c_rs
+        qt.c_cs = g.c_cs
+        qt.out_type = g.out_type
+        qt.per_row = g.bias_on_rows
+        qt.clamp = g.clamp
+        qt.lo = g.lo
+        qt.hi = g.hi
+        qt.zero_point = g.zero_point
+
     j0 = j_begin
     while j0 < j_end:
-        t.nr = min(g.NR, j_end - j0)
-        t.b = b + (j0 // g.NR) * g.b_ts
+        nr = min(g.NR, j_end - j0)
         i0 = i_begin
         while i0 < i_end:
-            t.mr = min(g.MR, i_end - i0)
-            t.a = a + ((i0 - a_first_row) // g.MR) * a_ts
-            t.c = c + i0 * g.c_rs + j0 * g.c_cs
-            t.bias = NULL
-            if bias != NULL:
-                t.bias = bias + (i0 if g.bias_on_rows else j0)
-            g.kernel(&t)
+            mr = min(g.MR, i_end - i0)
+            at = i0 if g.bias_on_rows else j0  # index of this tile's first bias/scale
+            if g.f32_kernel != NULL:
+                ft.mr = mr
+                ft.nr = nr
+                ft.a = <const float *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
+                ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts)
+                ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
+                ft.bias = NULL if bias == NULL else <const float *>bias + at
+                g.f32_kernel(&ft)
+            else:
+                qt.mr = mr
+                qt.nr = nr
+                qt.a = <const uint8_t *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
+                qt.b = <const uint8_t *>(b + (j0 // g.NR) * g.b_ts)
+                qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
+                qt.bias = <const int32_t *>bias + at
+                qt.scale = scale + at
+                g.q8_kernel(&qt)
             i0 += g.MR
         j0 += g.NR
 
 
 cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
     cdef double flops = 2.0 * g.M * g.N * g.K * g.batches * g.groups
+    if g.q8_kernel != NULL:
+        flops *= 2  # K counts groups of 2 or 4 channels; this errs toward fewer threads
     cdef int useful = <int>(flops / MIN_FLOPS_PER_THREAD)
     if threads > useful:
         threads = useful if useful > 1 else 1
@@ -288,13 +374,13 @@ cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
         threads = <int>items
     cdef void *scratch = NULL
     if g.restride_a:
-        g.restrided_rs = g.K + 16
+        g.restrided_rs = g.row_bytes + 64
         g.scratch_stride = g.mb * g.restrided_rs
-        scratch = malloc((threads * g.scratch_stride + 16) * sizeof(float))
+        scratch = malloc(threads * g.scratch_stride + 64)
         if scratch == NULL:  # read A in place: slower, still right
             g.restride_a = False
         else:
-            g.scratch = <float *>((<uintptr_t>scratch + 63) // 64 * 64)
+            g.scratch = <char *>((<uintptr_t>scratch + 63) // 64 * 64)
     if threads <= 1:
         for item in range(items):
             _run_block(g, item)
@@ -396,19 +482,20 @@ cdef inline bint _extents_overlap(cnp.ndarray x, cnp.ndarray y) noexcept:
 
 cdef bint _pixel_strides(cnp.ndarray arr, bint nhwc, int64_t *batch_stride,
                          int64_t *channel_stride, int64_t *pixel_stride) noexcept:
-    """Element strides of a 4-D float32 array seen as [batch][channel][pixel] (NCHW) or
+    """Element strides of a 4-D array seen as [batch][channel][pixel] (NCHW) or
     [batch][pixel][channel] (NHWC). False if H and W do not fold into one pixel stride
     or the layout's inner stride is not 1."""
     cdef cnp.npy_intp *s = cnp.PyArray_STRIDES(arr)
     cdef cnp.npy_intp *n = cnp.PyArray_DIMS(arr)
+    cdef int64_t itemsize = cnp.PyArray_ITEMSIZE(arr)
     cdef int h_axis = 1 if nhwc else 2
     cdef int w_axis = h_axis + 1
     cdef int c_axis = 3 if nhwc else 1
     cdef int d
     for d in range(4):
-        if s[d] % 4 != 0:
+        if s[d] % itemsize != 0:
             return False
-    cdef int64_t w_stride = s[w_axis] // 4, h_stride = s[h_axis] // 4
+    cdef int64_t w_stride = s[w_axis] // itemsize, h_stride = s[h_axis] // itemsize
     cdef int64_t p_stride
     if n[w_axis] > 1:
         p_stride = w_stride
@@ -418,12 +505,50 @@ cdef bint _pixel_strides(cnp.ndarray arr, bint nhwc, int64_t *batch_stride,
         p_stride = h_stride
     else:
         p_stride = 1
-    batch_stride[0] = s[0] // 4
-    channel_stride[0] = s[c_axis] // 4
+    batch_stride[0] = s[0] // itemsize
+    channel_stride[0] = s[c_axis] // itemsize
     pixel_stride[0] = p_stride
     if nhwc:
         return channel_stride[0] == 1 or n[c_axis] == 1
     return p_stride == 1 or n[h_axis] * n[w_axis] == 1
+
+
+cdef object _output_array(out, int type_num, cnp.ndarray xa, cnp.ndarray weight, bint nhwc,
+                          int64_t batches, int64_t channels, int64_t height, int64_t width,
+                          bint check_overlap):
+    """A new output array, or `out` if it is one the kernels can write as it is: the
+    dtype, shape and layout asked for, writeable, aligned, and (if check_overlap) with a
+    memory span apart from x's and the weight's. None otherwise."""
+    cdef cnp.npy_intp dims[4]
+    dims[0] = batches
+    if nhwc:
+        dims[1], dims[2], dims[3] = height, width, channels
+    else:
+        dims[1], dims[2], dims[3] = channels, height, width
+    if out is None:
+        return cnp.PyArray_EMPTY(4, dims, type_num, 0)
+    if not cnp.PyArray_Check(out):
+        return None
+    cdef cnp.ndarray ya = <cnp.ndarray>out
+    if (cnp.PyArray_TYPE(ya) != type_num or cnp.PyArray_NDIM(ya) != 4
+            or not cnp.PyArray_ISWRITEABLE(ya) or not cnp.PyArray_ISALIGNED(ya)):
+        return None
+    cdef int d
+    for d in range(4):
+        if cnp.PyArray_DIMS(ya)[d] != dims[d]:
+            return None
+    if check_overlap and (_extents_overlap(xa, ya) or _extents_overlap(weight, ya)):
+        return None
+    return ya
+
+
+cdef inline int _threads_from(num_threads) noexcept:
+    """num_threads -> a thread count, or 0 if it is not a plain int in range."""
+    if num_threads is None:
+        return fpw_max_threads()
+    if type(num_threads) is int and 1 <= num_threads <= MAX_THREADS:
+        return num_threads
+    return 0
 
 
 cdef class F32Plan:
@@ -492,40 +617,17 @@ cdef class F32Plan:
         if not _pixel_strides(xa, self.nhwc, &x_bs, &x_cs, &x_ps):
             return None
 
-        cdef int threads
-        if num_threads is None:
-            threads = fpw_max_threads()
-        elif type(num_threads) is int and 1 <= num_threads <= MAX_THREADS:
-            threads = num_threads
-        else:
+        cdef int threads = _threads_from(num_threads)
+        if threads == 0:
             return None
 
-        cdef cnp.ndarray ya
-        cdef cnp.npy_intp out_dims[4]
-        if out is None:
-            out_dims[0] = batches
-            if self.nhwc:
-                out_dims[1], out_dims[2], out_dims[3] = height, width, self.out_channels
-            else:
-                out_dims[1], out_dims[2], out_dims[3] = self.out_channels, height, width
-            ya = cnp.PyArray_EMPTY(4, out_dims, cnp.NPY_FLOAT32, 0)
-        else:
-            if not cnp.PyArray_Check(out):
-                return None
-            ya = <cnp.ndarray>out
-            if (cnp.PyArray_TYPE(ya) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(ya) != 4
-                    or not cnp.PyArray_ISWRITEABLE(ya) or not cnp.PyArray_ISALIGNED(ya)):
-                return None
-            if (cnp.PyArray_DIMS(ya)[0] != batches
-                    or cnp.PyArray_DIMS(ya)[3 if self.nhwc else 1] != self.out_channels
-                    or cnp.PyArray_DIMS(ya)[1 if self.nhwc else 2] != height
-                    or cnp.PyArray_DIMS(ya)[2 if self.nhwc else 3] != width):
-                return None
-            if check_overlap and (_extents_overlap(xa, ya)
-                                  or _extents_overlap(<cnp.ndarray>self.weight, ya)):
-                return None
+        cdef object ya = _output_array(out, cnp.NPY_FLOAT32, xa, <cnp.ndarray>self.weight,
+                                       self.nhwc, batches, self.out_channels, height, width,
+                                       check_overlap)
+        if ya is None:
+            return None
         cdef int64_t y_bs, y_cs, y_ps
-        if not _pixel_strides(ya, self.nhwc, &y_bs, &y_cs, &y_ps):
+        if not _pixel_strides(<cnp.ndarray>ya, self.nhwc, &y_bs, &y_cs, &y_ps):
             return None
 
         cdef Gemm g
@@ -539,15 +641,18 @@ cdef class F32Plan:
         g.groups = self.groups
         g.MR = fam.mr
         g.NR = fam.nr
-        g.kernel = fam.f32_gemm
+        g.f32_kernel = fam.f32_gemm
+        g.q8_kernel = NULL
+        g.scale = NULL
+        g.c_elem = 4
         g.clamp = self.clamp
         g.lo = self.lo
         g.hi = self.hi
         g.bias = NULL
         if self.bias is not None:
-            g.bias = <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.bias)
+            g.bias = <const char *>cnp.PyArray_DATA(<cnp.ndarray>self.bias)
         g.bias_gs = Kg
-        g.c = <float *>cnp.PyArray_DATA(ya)
+        g.c = <char *>cnp.PyArray_DATA(<cnp.ndarray>ya)
         g.c_bs = y_bs
         cdef bint transposed = not self.nhwc and self._transposed_pays(pixels)
         if transposed and self.column_panels is None:
@@ -558,14 +663,14 @@ cdef class F32Plan:
             keep_alive = self.column_panels
             g.M = pixels
             g.N = Kg
-            g.b = <const float *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
+            g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
             g.b_rs = fam.nr
             g.b_ts = Cg * fam.nr
             g.b_bs = 0
             g.b_gs = ((Kg + fam.nr - 1) // fam.nr) * Cg * fam.nr
             g.b_padded = 1
             g.bias_on_rows = 0
-            g.a = <const float *>cnp.PyArray_DATA(xa)
+            g.a = <const char *>cnp.PyArray_DATA(xa)
             g.a_bs = x_bs
             if self.nhwc:
                 g.a_rs, g.a_cs = x_ps, 1
@@ -583,7 +688,7 @@ cdef class F32Plan:
             # Rows are output channels (weights), columns are pixels read straight from x.
             g.M = Kg
             g.N = pixels
-            g.b = <const float *>cnp.PyArray_DATA(xa)
+            g.b = <const char *>cnp.PyArray_DATA(xa)
             g.b_rs = x_cs
             g.b_ts = fam.nr
             g.b_bs = x_bs
@@ -595,16 +700,302 @@ cdef class F32Plan:
             g.a_bs = 0
             if self.row_panels is not None:
                 keep_alive = self.row_panels
-                g.a = <const float *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
+                g.a = <const char *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
                 g.a_rs, g.a_cs = 1, fam.mr
                 g.a_ts = Cg * fam.mr
                 g.a_gs = ((Kg + fam.mr - 1) // fam.mr) * Cg * fam.mr
             else:
                 keep_alive = self.weight
-                g.a = <const float *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
+                g.a = <const char *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
                 g.a_rs, g.a_cs = Cg, 1
                 g.a_ts = fam.mr * Cg
                 g.a_gs = Kg * Cg
+        # The strides of A and B above count floats; the tile loop takes bytes.
+        g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = (
+            4 * g.a_rs, 4 * g.a_cs, 4 * g.a_ts, 4 * g.a_bs, 4 * g.a_gs)
+        g.b_rs, g.b_ts, g.b_bs, g.b_gs = 4 * g.b_rs, 4 * g.b_ts, 4 * g.b_bs, 4 * g.b_gs
+        g.row_bytes = 4 * Cg
         with nogil:
             _run_gemm(&g, threads)
+        return ya
+
+
+# ---------------------------------------------------------------------------------------
+# int8
+
+# Output dtypes of the quantized path, as the kernels' epilogue names them.
+OUT_UINT8 = FPW_Q8_OUT_U8
+OUT_INT8 = FPW_Q8_OUT_S8
+OUT_INT32 = FPW_Q8_OUT_S32
+OUT_FLOAT32 = FPW_Q8_OUT_F32
+_OUT_NUMPY_TYPES = {FPW_Q8_OUT_U8: cnp.NPY_UINT8, FPW_Q8_OUT_S8: cnp.NPY_INT8,
+                    FPW_Q8_OUT_S32: cnp.NPY_INT32, FPW_Q8_OUT_F32: cnp.NPY_FLOAT32}
+
+
+cdef cnp.ndarray _pack_q8_panels(const int8_t[:, ::1] w, int64_t groups, int64_t width,
+                                 int group_size):
+    """int8 weights in panels of `width` output channels, in the family's int8 format:
+    per group, ceil(Kg/width) panels of [channel group][width][group_size] elements
+    (int8 for DOT4, int16 for PAIR16), zero-padded. With width = MR these are the
+    broadcast side of the NCHW direct orientation; with width = NR the vector side of
+    the others."""
+    cdef int64_t K = w.shape[0], Cg = w.shape[1], Kg = K // groups
+    cdef int64_t panels = (Kg + width - 1) // width
+    cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
+    cdef int64_t elements = groups * panels * channel_groups * width * group_size
+    cdef int64_t element_bytes = 1 if group_size == 4 else 2
+    cdef cnp.ndarray raw = np.zeros(elements * element_bytes + 64, dtype=np.uint8)
+    cdef int64_t offset = (64 - (<uintptr_t>cnp.PyArray_DATA(raw)) % 64) % 64
+    cdef cnp.ndarray out = raw[offset:offset + elements * element_bytes]
+    cdef int8_t *dst8 = <int8_t *>cnp.PyArray_DATA(out)
+    cdef int16_t *dst16 = <int16_t *>cnp.PyArray_DATA(out)
+    cdef int64_t g, k, c, index
+    with nogil:
+        for g in range(groups):
+            for k in range(Kg):
+                for c in range(Cg):
+                    index = ((((g * panels + k // width) * channel_groups + c // group_size)
+                              * width + k % width) * group_size + c % group_size)
+                    if group_size == 4:
+                        dst8[index] = w[g * Kg + k, c]
+                    else:
+                        dst16[index] = w[g * Kg + k, c]
+    return out
+
+
+cdef void _pack_activations(const uint8_t *x, int64_t x_bs, int64_t x_cs,
+                            int64_t x_ps, bint x_signed, bint nhwc, int fmt, int64_t batches,
+                            int64_t groups, int64_t Cg, int64_t pixels, uint8_t *out,
+                            int threads) noexcept nogil:
+    """Activations into the family's int8 format, 4 bytes per (pixel, channel group):
+    NCHW as [batch][group][channel group][pixel] (DOT4 flips int8 to uint8 + 128 here),
+    NHWC (PAIR16 only) as [batch][group][pixel][channel group]. Work is split over
+    (batch, group, channel group or pixel chunk) items."""
+    cdef int64_t group_size = 4 if fmt == FPW_Q8_DOT4 else 2
+    cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
+    cdef int64_t slab = channel_groups * pixels * 4  # bytes per (batch, group)
+    cdef int64_t chunk = 256  # pixels per item when splitting over pixels
+    cdef int64_t per_slab = (channel_groups if (fmt == FPW_Q8_DOT4 and not nhwc)
+                             else (pixels + chunk - 1) // chunk)
+    cdef int64_t items = batches * groups * per_slab, item, n, g, part
+    if items < threads:
+        threads = <int>items
+    cdef const uint8_t *src
+    cdef uint8_t *dst
+    for item in prange(items, schedule="static", nogil=True,
+                       num_threads=threads if threads > 0 else 1):
+        n = item // (groups * per_slab)
+        g = (item // per_slab) % groups
+        part = item % per_slab
+        dst = out + (n * groups + g) * slab
+        if nhwc:
+            src = x + n * x_bs + g * Cg
+            fpw_q8_pack_pair16_nhwc(src, x_ps, x_signed, Cg, part * chunk,
+                                    min(pixels, (part + 1) * chunk), <int16_t *>dst)
+        elif fmt == FPW_Q8_DOT4:
+            src = x + n * x_bs + g * Cg * x_cs
+            fpw_q8_pack_dot4_nchw(src, x_cs, x_signed, Cg, pixels, part, part + 1, dst)
+        else:
+            src = x + n * x_bs + g * Cg * x_cs
+            fpw_q8_pack_pair16_nchw(src, x_cs, x_signed, Cg, pixels, part * chunk,
+                                    min(pixels, (part + 1) * chunk), <int16_t *>dst)
+
+
+cdef class Q8Plan:
+    """An int8 1x1 convolution bound to one kernel family: weights packed in its int8
+    format, the input zero point folded into the bias, the epilogues ready.
+
+    `epilogues` maps each output type the layer can produce (OUT_UINT8, ...) to
+    (scale, lo, hi, zero_point, clamp): scale a float32 array (K,) (None for int32), the
+    rest as in fpw_q8_tile. The Python layer computes them; this class adds only what
+    depends on the kernel family.
+    """
+    cdef readonly object weight       # (K, Cg) int8, C-contiguous
+    cdef readonly int64_t in_channels, out_channels, groups
+    cdef readonly bint nhwc
+    cdef readonly str isa
+    cdef int family
+    cdef int x_zero_point
+    cdef dict epilogues
+    cdef dict folded_bias             # {x is int8: int32 (K,)}: bias - (zp + shift) * sum(w)
+    cdef object row_panels            # NCHW direct: MR panels
+    cdef object column_panels         # NHWC and NCHW transposed: NR panels
+
+    def __cinit__(self, weight, bias, int64_t groups, bint nhwc, int x_zero_point,
+                  dict epilogues):
+        self.weight = weight
+        self.groups = groups
+        self.out_channels = weight.shape[0]
+        self.in_channels = weight.shape[1] * groups
+        self.nhwc = nhwc
+        self.family = _active_family
+        self.isa = isa()
+        self.x_zero_point = x_zero_point
+        self.epilogues = epilogues
+        cdef const fpw_family *fam = &fpw_families[self.family]
+        cdef int group_size = 4 if fam.q8_format == FPW_Q8_DOT4 else 2
+        self.column_panels = _pack_q8_panels(weight, groups, fam.q8_nr, group_size)
+        if not nhwc:
+            self.row_panels = _pack_q8_panels(weight, groups, fam.q8_mr, group_size)
+        # acc = sum (x - zp) w + bias = sum x' w + bias - (zp + shift) sum w, where x' is
+        # what the kernel reads: x, or for int8 x in DOT4 the byte x + 128.
+        weight_sums = np.asarray(weight, dtype=np.int64).sum(axis=1)
+        base = np.zeros(self.out_channels, np.int64) if bias is None else bias.astype(np.int64)
+        self.folded_bias = {}
+        for x_signed in (False, True):
+            shift = 128 if (x_signed and fam.q8_format == FPW_Q8_DOT4) else 0
+            folded = base - (x_zero_point + shift) * weight_sums
+            # Wrap to int32 as the kernels' two's complement accumulators do.
+            folded = (folded + 2**31) % 2**32 - 2**31
+            self.folded_bias[x_signed] = folded.astype(np.int32)
+
+    cdef bint _transposed_pays(self, int64_t pixels) noexcept:
+        """As F32Plan: NCHW output read transposed when pixels waste vector lanes."""
+        cdef int64_t width = fpw_families[self.family].q8_nr // 2
+        if fpw_families[self.family].q8_gemm == fpw_families[FPW_NUM_FAMILIES - 1].q8_gemm:
+            return False  # the scalar kernel has no lanes to waste
+        return (0.95 * _lane_use(self.out_channels // self.groups, width)
+                > _lane_use(pixels, width) + 0.05)
+
+    def run(self, x, out, out_type, num_threads, bint check_overlap=True):
+        """Compute into `out` (or a new array) when x and out are in the plain form the
+        fast path handles; None otherwise (the Python layer validates and normalizes).
+        `out_type` None means the output dtype of x."""
+        if not cnp.PyArray_Check(x):
+            return None
+        cdef cnp.ndarray xa = <cnp.ndarray>x
+        cdef int x_type = cnp.PyArray_TYPE(xa)
+        if (x_type != cnp.NPY_UINT8 and x_type != cnp.NPY_INT8) or cnp.PyArray_NDIM(xa) != 4:
+            return None
+        cdef bint x_signed = x_type == cnp.NPY_INT8
+        if x_signed and not -128 <= self.x_zero_point <= 127:
+            return None
+        if not x_signed and not 0 <= self.x_zero_point <= 255:
+            return None
+        if out_type is None:
+            out_type = FPW_Q8_OUT_S8 if x_signed else FPW_Q8_OUT_U8
+        epilogue = self.epilogues.get(out_type)
+        if epilogue is None:
+            return None
+        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(xa)
+        cdef int64_t batches = dims[0]
+        cdef int64_t channels = dims[3] if self.nhwc else dims[1]
+        cdef int64_t height = dims[1] if self.nhwc else dims[2]
+        cdef int64_t width = dims[2] if self.nhwc else dims[3]
+        cdef int64_t pixels = height * width
+        if channels != self.in_channels or batches == 0 or pixels == 0:
+            return None
+        cdef int64_t x_bs, x_cs, x_ps
+        if not _pixel_strides(xa, self.nhwc, &x_bs, &x_cs, &x_ps):
+            return None
+        cdef int threads = _threads_from(num_threads)
+        if threads == 0:
+            return None
+        cdef object ya = _output_array(out, _OUT_NUMPY_TYPES[out_type], xa,
+                                       <cnp.ndarray>self.weight, self.nhwc, batches,
+                                       self.out_channels, height, width, check_overlap)
+        if ya is None:
+            return None
+        cdef int64_t y_bs, y_cs, y_ps
+        if not _pixel_strides(<cnp.ndarray>ya, self.nhwc, &y_bs, &y_cs, &y_ps):
+            return None
+
+        cdef const fpw_family *fam = &fpw_families[self.family]
+        cdef int fmt = fam.q8_format
+        cdef int64_t group_size = 4 if fmt == FPW_Q8_DOT4 else 2
+        cdef int64_t G = self.groups
+        cdef int64_t Kg = self.out_channels // G
+        cdef int64_t Cg = self.in_channels // G
+        cdef int64_t Cgg = (Cg + group_size - 1) // group_size
+        cdef int64_t MR = fam.q8_mr, NR = fam.q8_nr
+        cdef bint transposed = not self.nhwc and self._transposed_pays(pixels)
+        scale, lo, hi, zero_point, clamp = epilogue
+        bias = self.folded_bias[x_signed]
+        cdef object column_panels = self.column_panels
+        cdef object row_panels = self.row_panels
+
+        cdef Gemm g
+        g.restride_a = False
+        g.f32_kernel = NULL
+        g.q8_kernel = fam.q8_gemm
+        g.MR, g.NR = MR, NR
+        g.batches, g.groups = batches, G
+        g.out_type = out_type
+        g.c_elem = cnp.PyArray_ITEMSIZE(<cnp.ndarray>ya)
+        g.c = <char *>cnp.PyArray_DATA(<cnp.ndarray>ya)
+        g.c_bs = y_bs
+        g.bias = <const char *>cnp.PyArray_DATA(<cnp.ndarray>bias)
+        g.scale = (NULL if scale is None
+                   else <const float *>cnp.PyArray_DATA(<cnp.ndarray>scale))
+        if g.scale == NULL:  # int32 output reads no scale; give the kernel a valid one
+            g.scale = <const float *>cnp.PyArray_DATA(<cnp.ndarray>bias)
+        g.bias_gs = Kg
+        g.lo, g.hi, g.zero_point, g.clamp = lo, hi, zero_point, clamp
+        g.a_tail = 0
+        g.a_flip_sign = 0
+
+        # The activations as the kernels read them: NHWC DOT4 in place, otherwise packed.
+        cdef bint in_place = self.nhwc and fmt == FPW_Q8_DOT4
+        cdef uint8_t *packed = NULL
+        cdef int64_t slab = Cgg * pixels * 4
+        if not in_place:
+            packed = <uint8_t *>malloc(batches * G * slab + 64)
+            if packed == NULL:
+                raise MemoryError("fastpw: no memory to pack the int8 input")
+        cdef const uint8_t *x_data = <const uint8_t *>cnp.PyArray_DATA(xa)
+
+        if self.nhwc:
+            # Rows are pixels, columns output channels read from the column panels.
+            g.M, g.N = pixels, Kg
+            g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>column_panels)
+            g.b_rs, g.b_ts, g.b_bs = NR * 4, Cgg * NR * 4, 0
+            g.b_gs = ((Kg + NR - 1) // NR) * Cgg * NR * 4
+            g.b_padded = 1
+            g.bias_on_rows = 0
+            g.c_rs, g.c_cs, g.c_gs = y_ps, 1, Kg
+            g.a_is_data = 1
+            g.a_cs = 4
+            if in_place:
+                g.a = <const char *>x_data
+                g.a_rs, g.a_bs, g.a_gs = x_ps, x_bs, Cg
+                g.K = Cg // 4
+                g.a_tail = Cg % 4
+                g.a_flip_sign = x_signed
+            else:
+                g.a = <const char *>packed
+                g.a_rs, g.a_bs, g.a_gs = Cgg * 4, G * slab, slab
+                g.K = Cgg
+            g.a_ts = MR * g.a_rs
+        else:
+            g.K = Cgg
+            if transposed:
+                # Rows are pixels read down the packed channel groups, output transposed.
+                g.M, g.N = pixels, Kg
+                g.a = <const char *>packed
+                g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = 4, pixels * 4, MR * 4, G * slab, slab
+                g.a_is_data = 1
+                g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>column_panels)
+                g.b_rs, g.b_ts, g.b_bs = NR * 4, Cgg * NR * 4, 0
+                g.b_gs = ((Kg + NR - 1) // NR) * Cgg * NR * 4
+                g.b_padded = 1
+                g.bias_on_rows = 0
+                g.c_rs, g.c_cs, g.c_gs = 1, y_cs, Kg * y_cs
+            else:
+                # Rows are output channels (weight panels), columns the packed pixels.
+                g.M, g.N = Kg, pixels
+                g.a = <const char *>cnp.PyArray_DATA(<cnp.ndarray>row_panels)
+                g.a_rs, g.a_cs, g.a_ts, g.a_bs = 4, MR * 4, Cgg * MR * 4, 0
+                g.a_gs = ((Kg + MR - 1) // MR) * Cgg * MR * 4
+                g.a_is_data = 0
+                g.b = <const char *>packed
+                g.b_rs, g.b_ts, g.b_bs, g.b_gs = pixels * 4, NR * 4, G * slab, slab
+                g.b_padded = 0
+                g.bias_on_rows = 1
+                g.c_rs, g.c_cs, g.c_gs = y_cs, 1, Kg * y_cs
+        with nogil:
+            if not in_place:
+                _pack_activations(x_data, x_bs, x_cs, x_ps, x_signed, self.nhwc, fmt,
+                                  batches, G, Cg, pixels, packed, threads)
+            _run_gemm(&g, threads)
+        free(packed)
         return ya

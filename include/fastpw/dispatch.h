@@ -15,12 +15,18 @@
 #include "f32/avx512.h"
 #include "f32/scalar.h"
 #include "fastpw.h"
+#include "q8/avx2.h"
+#include "q8/avx512vnni.h"
+#include "q8/scalar.h"
 
 typedef struct fpw_family {
     const char* name;
     size_t mr, nr;
     size_t lanes; /* floats per vector register: the unit in which columns are computed */
     fpw_f32_gemm_fn f32_gemm;
+    int q8_format;       /* FPW_Q8_DOT4 or FPW_Q8_PAIR16: how int8 operands are laid out */
+    size_t q8_mr, q8_nr; /* int8 register tile */
+    fpw_q8_gemm_fn q8_gemm;
     double (*fma_peak_loop)(long iterations); /* returns flops done; NULL if none */
     int (*supported)(const fpw_cpu_features* cpu);
 } fpw_family;
@@ -34,18 +40,63 @@ static int fpw_always(const fpw_cpu_features* cpu) {
 static int fpw_has_avx512(const fpw_cpu_features* cpu) {
     return cpu->avx512f && cpu->avx512vl && cpu->avx512bw && cpu->avx512dq && cpu->fma && cpu->avx2;
 }
+static int fpw_has_avx512_vnni(const fpw_cpu_features* cpu) {
+    return fpw_has_avx512(cpu) && cpu->avx512_vnni;
+}
 static int fpw_has_avx2(const fpw_cpu_features* cpu) {
     return cpu->avx2 && cpu->fma;
 }
 #endif
 
+/* Designated initializers keep each row readable as the struct grows. */
 static const fpw_family fpw_families[] = {
 #if FPW_X86_64
-    {"avx512", FPW_AVX512_MR, FPW_AVX512_NR, 16, fpw_f32_gemm_12x32__avx512, fpw_fma_peak_loop__avx512,
-     fpw_has_avx512},
-    {"avx2", FPW_AVX2_MR, FPW_AVX2_NR, 8, fpw_f32_gemm_6x16__avx2, fpw_fma_peak_loop__avx2, fpw_has_avx2},
+    {.name = "avx512vnni",
+     .mr = FPW_AVX512_MR,
+     .nr = FPW_AVX512_NR,
+     .lanes = 16,
+     .f32_gemm = fpw_f32_gemm_12x32__avx512,
+     .q8_format = FPW_Q8_DOT4,
+     .q8_mr = FPW_Q8_VNNI_MR,
+     .q8_nr = FPW_Q8_VNNI_NR,
+     .q8_gemm = fpw_q8_gemm_12x32__avx512vnni,
+     .fma_peak_loop = fpw_fma_peak_loop__avx512,
+     .supported = fpw_has_avx512_vnni},
+    /* AVX-512 without VNNI (Skylake-SP): float32 in zmm, int8 through exact vpmaddwd. */
+    {.name = "avx512",
+     .mr = FPW_AVX512_MR,
+     .nr = FPW_AVX512_NR,
+     .lanes = 16,
+     .f32_gemm = fpw_f32_gemm_12x32__avx512,
+     .q8_format = FPW_Q8_PAIR16,
+     .q8_mr = FPW_Q8_AVX2_MR,
+     .q8_nr = FPW_Q8_AVX2_NR,
+     .q8_gemm = fpw_q8_gemm_4x16__avx2,
+     .fma_peak_loop = fpw_fma_peak_loop__avx512,
+     .supported = fpw_has_avx512},
+    {.name = "avx2",
+     .mr = FPW_AVX2_MR,
+     .nr = FPW_AVX2_NR,
+     .lanes = 8,
+     .f32_gemm = fpw_f32_gemm_6x16__avx2,
+     .q8_format = FPW_Q8_PAIR16,
+     .q8_mr = FPW_Q8_AVX2_MR,
+     .q8_nr = FPW_Q8_AVX2_NR,
+     .q8_gemm = fpw_q8_gemm_4x16__avx2,
+     .fma_peak_loop = fpw_fma_peak_loop__avx2,
+     .supported = fpw_has_avx2},
 #endif
-    {"scalar", FPW_SCALAR_MR, FPW_SCALAR_NR, 1, fpw_f32_gemm_4x8__scalar, NULL, fpw_always},
+    {.name = "scalar",
+     .mr = FPW_SCALAR_MR,
+     .nr = FPW_SCALAR_NR,
+     .lanes = 1,
+     .f32_gemm = fpw_f32_gemm_4x8__scalar,
+     .q8_format = FPW_Q8_PAIR16,
+     .q8_mr = FPW_Q8_SCALAR_MR,
+     .q8_nr = FPW_Q8_SCALAR_NR,
+     .q8_gemm = fpw_q8_gemm_4x8__scalar,
+     .fma_peak_loop = NULL,
+     .supported = fpw_always},
 };
 
 #define FPW_NUM_FAMILIES ((int)(sizeof(fpw_families) / sizeof(fpw_families[0])))

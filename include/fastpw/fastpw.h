@@ -50,6 +50,62 @@ typedef struct fpw_f32_tile {
 
 typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
 
+/*
+ * The int8 contract: the same tile, with exact integer accumulation and a fused
+ * requantizing epilogue.
+ *
+ * The reduction runs over "groups" of channels that one 32-bit lane multiplies and sums
+ * at once. Two operand formats exist:
+ *   FPW_Q8_DOT4   a group is 4 bytes: one operand uint8, the other int8 (vpdpbusd, sdot)
+ *   FPW_Q8_PAIR16 a group is 2 int16 values on both sides (vpmaddwd; exact for any input)
+ *
+ *   acc(i, j) = bias(i or j) + sum_{c < kc} dot(A(i, c), B(c, j))      (exact int32)
+ *
+ *   A(i, c): the 32-bit group at a + i*a_rs + c*a_cs (byte strides). If a_tail > 0, a
+ *     partial group of a_tail bytes follows the kc full ones (NHWC rows whose channel
+ *     count is not a multiple of 4); its missing bytes are never read, and B's matching
+ *     group is zero there.
+ *   B(c, j): the 32-bit group at b + c*b_rs + 4*j; padded panels when b_padded.
+ *   a_is_data: A holds the activations (so A is the unsigned operand in DOT4), else the
+ *     weights (B is then the unsigned operand). a_flip_sign: XOR A's bytes with 0x80, so
+ *     int8 activations read as uint8 + 128 (the compensation is folded into bias).
+ *
+ * Epilogue, by out_type, with bias and scale indexed by row (per_row) or column:
+ *   FPW_Q8_OUT_S32: acc.
+ *   FPW_Q8_OUT_F32: y = float(acc) * scale, then clamp to [lo, hi] if clamp.
+ *   FPW_Q8_OUT_U8/S8: v = float(acc) * scale, clamped to [lo, hi] (the output range
+ *     minus the zero point, narrowed by the activation), rounded half to even, plus
+ *     zero_point, stored as one byte. Clamping before rounding equals clamping after,
+ *     as lo and hi are whole numbers.
+ * Any kc, mr <= MR, nr <= NR; nothing outside the tile of C is written.
+ */
+enum { FPW_Q8_DOT4 = 4, FPW_Q8_PAIR16 = 2 };
+enum { FPW_Q8_OUT_U8 = 0, FPW_Q8_OUT_S8 = 1, FPW_Q8_OUT_S32 = 2, FPW_Q8_OUT_F32 = 3 };
+
+typedef struct fpw_q8_tile {
+    size_t kc;
+    size_t mr, nr;
+    const uint8_t* a;
+    ptrdiff_t a_rs, a_cs;
+    size_t a_tail;
+    int a_is_data;
+    int a_flip_sign;
+    const uint8_t* b;
+    ptrdiff_t b_rs;
+    int b_padded;
+    void* c;
+    ptrdiff_t c_rs, c_cs; /* in elements of the output type */
+    int out_type;
+    const int32_t* bias;
+    const float* scale;
+    int per_row;
+    int clamp;
+    float lo, hi;
+    int32_t zero_point;
+} fpw_q8_tile;
+
+typedef void (*fpw_q8_gemm_fn)(const fpw_q8_tile* tile);
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))
 #define FPW_UNROLL _Pragma("GCC unroll 32")
