@@ -13,11 +13,15 @@ either layout, without transposing or im2col-ing the input:
                    include/fastpw/dispatch.h   CPU features found once; families best first
                      │
                      ▼
-                   include/fastpw/f32/<isa>.h  one microkernel family per file
+                   include/fastpw/{f32,q8}/<isa>.h  one microkernel family per file
 
 Kernel family: the best one the CPU supports is chosen at import (CPUID + XGETBV on
 x86-64); the environment variable FASTPW_ISA=<name> forces one ("scalar", "avx2",
-"avx512"); ``isa()`` names the family in use and ``available_isas()`` lists the rest.
+"avx512", "avx512vnni"); ``isa()`` names the family in use and ``available_isas()``
+lists the rest.
+
+Quantized path: uint8/int8 input, int8 weights and int32 bias give ONNX QLinearConv's
+result bit for bit (``QConv1x1``), with requantization fused into the kernel.
 
 Threads: each call splits its outputs into blocks that OpenMP threads take one at a time
 (dynamic schedule: a thread that loses its core holds up one block, not a share). Blocks

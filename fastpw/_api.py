@@ -416,6 +416,8 @@ def _check_scale(name: str, scale) -> np.ndarray:
 
 
 def _check_zero_point(name: str, zero_point, dtype=None) -> int:
+    if isinstance(zero_point, np.ndarray) and zero_point.ndim == 0:
+        zero_point = zero_point[()]  # a 0-d array, as ONNX initializers hold scalars
     if not _is_int(zero_point):
         raise TypeError(f"{name} zero point must be an int; got {zero_point!r}")
     zero_point = int(zero_point)

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+from types import FunctionType
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ import fastpw
 
 # A valid problem: x (2, 13, 5, 6) NCHW, weight (12, 13), bias (12,).
 N, C, H, W, K = 2, 13, 5, 6, 12
-KNOWN_F32_FAMILIES = ("avx512", "avx2", "scalar")  # best first
+KNOWN_F32_FAMILIES = ("avx512vnni", "avx512", "avx2", "scalar")  # best first
 
 
 def valid(layout="NCHW"):
@@ -399,3 +400,340 @@ def test_fastpw_isa_bogus_name_fails_import(tmp_path):
 def test_version():
     assert isinstance(fastpw.__version__, str) and fastpw.__version__
     assert fastpw.__version__ == importlib.metadata.version("fastpw")
+
+
+# --------------------------------------------------------------------------- int8 path
+
+
+def u8(*shape):
+    return np.zeros(shape, dtype=np.uint8)
+
+
+def qvalid(layout="NCHW"):
+    """A valid quantized problem: uint8 x (2, 13, 5, 6), int8 weight (12, 13), int32
+    bias, per-channel weight scales."""
+    rng = np.random.default_rng(0)
+    shape = (N, C, H, W) if layout == "NCHW" else (N, H, W, C)
+    return dict(
+        x=rng.integers(0, 256, shape).astype(np.uint8),
+        weight=rng.integers(-127, 128, (K, C)).astype(np.int8),
+        bias=rng.integers(-1000, 1000, K).astype(np.int32),
+        layout=layout,
+        x_quant=(0.02, 128),
+        w_quant=(np.full(K, 0.01, np.float32), 0),
+        y_quant=(0.1, 3),
+    )
+
+
+def qwith(**changes):
+    """The valid quantized problem with some arguments replaced (a value may be a
+    function of the valid arguments, or REMOVE to drop the argument)."""
+
+    def build():
+        args = qvalid()
+        for name, value in changes.items():
+            if value is REMOVE:
+                del args[name]
+            else:  # a lambda; dtypes such as np.uint8 are callable but are values here
+                args[name] = value(args) if isinstance(value, FunctionType) else value
+        return args
+
+    return build
+
+
+REMOVE = object()
+NAN, INF = float("nan"), float("inf")
+
+# (id, problem, exception, regex on the message)
+BAD_QCALLS = [
+    # Missing quantization parameters.
+    ("missing-x_quant", qwith(x_quant=REMOVE), TypeError, r"x_quant"),
+    ("missing-w_quant", qwith(w_quant=REMOVE), TypeError, r"w_quant"),
+    ("missing-y_quant", qwith(y_quant=REMOVE), TypeError, r"y_quant"),
+    ("missing-y_quant-uint8", qwith(y_quant=REMOVE, out_dtype=np.uint8), TypeError, r"y_quant"),
+    ("missing-y_quant-int8", qwith(y_quant=REMOVE, out_dtype="int8"), TypeError, r"y_quant"),
+    (
+        "missing-y_quant-int8-x",
+        qwith(y_quant=REMOVE, x=lambda a: (a["x"].astype(np.int16) - 128).astype(np.int8)),
+        TypeError,
+        r"y_quant",
+    ),
+    # Weight and x dtypes that do not go together.
+    ("float-weight-uint8-x", qwith(weight=f32(K, C)), TypeError, r"weight"),
+    (
+        "float-weight-int8-x",
+        qwith(weight=f32(K, C), x=np.zeros((N, C, H, W), np.int8)),
+        TypeError,
+        r"weight",
+    ),
+    ("uint8-weight", qwith(weight=lambda a: a["weight"].view(np.uint8)), EITHER, r"weight"),
+    ("int32-weight", qwith(weight=lambda a: a["weight"].astype(np.int32)), EITHER, r"weight"),
+    ("int16-x", qwith(x=lambda a: a["x"].astype(np.int16)), TypeError, r"\bx\b|int16"),
+    # Weight zero point.
+    ("w-zero-point-1", qwith(w_quant=(0.01, 1)), ValueError, r"w_quant|zero"),
+    ("w-zero-point--3", qwith(w_quant=(0.01, -3)), ValueError, r"w_quant|zero"),
+    (
+        "w-zero-point-array",
+        qwith(w_quant=(np.full(K, 0.01), np.eye(1, K, 5, dtype=np.int8)[0])),
+        ValueError,
+        r"w_quant|zero",
+    ),
+    # Scales.
+    ("x-scale-zero", qwith(x_quant=(0.0, 128)), ValueError, r"x_quant|scale"),
+    ("x-scale-negative", qwith(x_quant=(-0.1, 128)), ValueError, r"x_quant|scale"),
+    ("x-scale-nan", qwith(x_quant=(NAN, 128)), ValueError, r"x_quant|scale"),
+    ("x-scale-inf", qwith(x_quant=(INF, 128)), ValueError, r"x_quant|scale"),
+    ("w-scale-zero", qwith(w_quant=(0.0, 0)), ValueError, r"w_quant|scale"),
+    ("w-scale-negative", qwith(w_quant=(-0.5, 0)), ValueError, r"w_quant|scale"),
+    ("w-scale-nan", qwith(w_quant=(NAN, 0)), ValueError, r"w_quant|scale"),
+    ("w-scale-inf", qwith(w_quant=(INF, 0)), ValueError, r"w_quant|scale"),
+    (
+        "w-scale-per-channel-one-zero",
+        qwith(w_quant=(np.r_[np.full(K - 1, 0.01), 0.0], 0)),
+        ValueError,
+        r"w_quant|scale",
+    ),
+    (
+        "w-scale-per-channel-one-nan",
+        qwith(w_quant=(np.r_[NAN, np.full(K - 1, 0.01)], 0)),
+        ValueError,
+        r"w_quant|scale",
+    ),
+    (
+        "w-scale-per-channel-one-negative",
+        qwith(w_quant=(np.r_[np.full(K - 1, 0.01), -0.01], 0)),
+        ValueError,
+        r"w_quant|scale",
+    ),
+    (
+        "w-scale-per-channel-one-inf",
+        qwith(w_quant=(np.r_[np.full(K - 1, 0.01), INF], 0)),
+        ValueError,
+        r"w_quant|scale",
+    ),
+    ("y-scale-zero", qwith(y_quant=(0.0, 3)), ValueError, r"y_quant|scale"),
+    ("y-scale-negative", qwith(y_quant=(-1.0, 3)), ValueError, r"y_quant|scale"),
+    ("y-scale-nan", qwith(y_quant=(NAN, 3)), ValueError, r"y_quant|scale"),
+    ("y-scale-inf", qwith(y_quant=(INF, 3)), ValueError, r"y_quant|scale"),
+    # Per-channel scale length.
+    ("w-scale-too-long", qwith(w_quant=(np.full(K + 1, 0.01), 0)), ValueError, r"w_quant|scale"),
+    ("w-scale-too-short", qwith(w_quant=(np.full(K - 1, 0.01), 0)), ValueError, r"w_quant|scale"),
+    ("w-scale-2d", qwith(w_quant=(np.full((K, 1), 0.01), 0)), ValueError, r"w_quant|scale"),
+    # Zero points out of range.
+    ("x-zp-300-uint8", qwith(x_quant=(0.02, 300)), ValueError, r"x_quant|zero"),
+    ("x-zp-256-uint8", qwith(x_quant=(0.02, 256)), ValueError, r"x_quant|zero"),
+    ("x-zp--1-uint8", qwith(x_quant=(0.02, -1)), ValueError, r"x_quant|zero"),
+    (
+        "x-zp-128-int8",
+        qwith(x=np.zeros((N, C, H, W), np.int8), x_quant=(0.02, 128)),
+        ValueError,
+        r"x_quant|zero",
+    ),
+    (
+        "x-zp--129-int8",
+        qwith(x=np.zeros((N, C, H, W), np.int8), x_quant=(0.02, -129)),
+        ValueError,
+        r"x_quant|zero",
+    ),
+    ("y-zp--1-uint8", qwith(y_quant=(0.1, -1)), ValueError, r"y_quant|zero"),
+    ("y-zp-256-uint8", qwith(y_quant=(0.1, 256)), ValueError, r"y_quant|zero"),
+    ("y-zp-128-int8", qwith(y_quant=(0.1, 128), out_dtype=np.int8), ValueError, r"y_quant|zero"),
+    (
+        "y-zp-200-int8-default",  # int8 x: the output is int8 too
+        qwith(x=np.zeros((N, C, H, W), np.int8), x_quant=(0.02, 0), y_quant=(0.1, 200)),
+        ValueError,
+        r"y_quant|zero",
+    ),
+    ("y-zp--129-int8", qwith(y_quant=(0.1, -129), out_dtype="int8"), ValueError, r"y_quant|zero"),
+    # Bias.
+    ("bias-float32", qwith(bias=f32(K)), TypeError, r"bias"),
+    ("bias-float64", qwith(bias=np.zeros(K)), TypeError, r"bias"),
+    ("bias-int64", qwith(bias=np.zeros(K, np.int64)), EITHER, r"bias"),
+    ("bias-int8", qwith(bias=np.zeros(K, np.int8)), EITHER, r"bias"),
+    ("bias-length", qwith(bias=np.zeros(K + 1, np.int32)), ValueError, r"bias"),
+    # out_dtype.
+    ("out_dtype-int16", qwith(out_dtype=np.int16), ValueError, r"out_dtype"),
+    ("out_dtype-float64", qwith(out_dtype=np.float64), ValueError, r"out_dtype"),
+    ("out_dtype-int64", qwith(out_dtype="int64"), ValueError, r"out_dtype"),
+    ("out_dtype-uint16", qwith(out_dtype=np.uint16), ValueError, r"out_dtype"),
+    ("out_dtype-bool", qwith(out_dtype=bool), ValueError, r"out_dtype"),
+    ("out_dtype-bogus", qwith(out_dtype="bogus"), EITHER, r"out_dtype|bogus"),
+    # Activation with int32 output.
+    ("activation-int32-relu", qwith(out_dtype=np.int32, activation="relu"), ValueError, r"activ"),
+    (
+        "activation-int32-clamp",
+        qwith(out_dtype="int32", activation=(-1.0, 1.0)),
+        ValueError,
+        r"activ",
+    ),
+    # out.
+    ("out-float32-for-uint8", qwith(out=f32(N, K, H, W)), EITHER, r"\bout\b"),
+    ("out-int8-for-uint8", qwith(out=np.zeros((N, K, H, W), np.int8)), EITHER, r"\bout\b"),
+    (
+        "out-uint8-for-int32",
+        qwith(out=u8(N, K, H, W), out_dtype=np.int32),
+        EITHER,
+        r"\bout\b",
+    ),
+    ("out-shape", qwith(out=u8(N, K + 1, H, W)), ValueError, r"\bout\b"),
+    # Malformed pairs.
+    ("x_quant-scalar", qwith(x_quant=0.02), EITHER, r"x_quant"),
+    ("x_quant-1-tuple", qwith(x_quant=(0.02,)), EITHER, r"x_quant"),
+    ("x_quant-3-tuple", qwith(x_quant=(0.02, 128, 0)), EITHER, r"x_quant"),
+    ("x-zp-float", qwith(x_quant=(0.02, 128.0)), EITHER, r"x_quant|zero"),
+    ("x-zp-bool", qwith(x_quant=(0.02, True)), EITHER, r"x_quant|zero"),
+    ("y-zp-float", qwith(y_quant=(0.1, 3.5)), EITHER, r"y_quant|zero"),
+    # Shapes still checked on the quantized path.
+    ("q-channel-mismatch", qwith(weight=np.zeros((K, 17), np.int8)), ValueError, r"weight|chan"),
+    ("q-x-3d", qwith(x=u8(C, H, W)), ValueError, r"\bx\b"),
+    ("q-groups-not-dividing-K", qwith(groups=5), ValueError, r"groups"),
+]
+
+
+def qcall(args):
+    args = dict(args)
+    return fastpw.conv1x1(args.pop("x"), args.pop("weight"), args.pop("bias"), **args)
+
+
+@pytest.mark.parametrize(
+    "build,exc,pattern", [c[1:] for c in BAD_QCALLS], ids=[c[0] for c in BAD_QCALLS]
+)
+def test_bad_quantized_call_raises(build, exc, pattern):
+    with pytest.raises(exc, match="(?i)" + pattern):
+        qcall(build())
+
+
+def test_valid_quantized_problem_runs():
+    """The base of the bad-input table is itself valid (so each row tests one fault)."""
+    y = qcall(qvalid())
+    assert y.dtype == np.uint8 and y.shape == (N, K, H, W)
+    for out_dtype in (np.int32, np.float32):  # no y_quant needed
+        args = qvalid()
+        del args["y_quant"]
+        assert qcall(dict(args, out_dtype=out_dtype)).dtype == out_dtype
+
+
+def test_float_bias_message_says_to_quantize():
+    args = qvalid()
+    args["bias"] = args["bias"].astype(np.float32)
+    with pytest.raises(TypeError, match="(?i)bias") as info:
+        qcall(args)
+    message = str(info.value)
+    assert "quantiz" in message.lower() or "from_float" in message, message
+
+
+@pytest.mark.parametrize("name", ["x_quant", "w_quant", "y_quant"])
+def test_quant_arguments_with_float_x_raise(name):
+    args = valid()
+    args[name] = (0.1, 0)
+    with pytest.raises(TypeError, match="(?i)" + name):
+        call(args)
+
+
+def test_integer_out_dtype_with_float_x_raises():
+    with pytest.raises(EITHER, match="(?i)out_dtype|quant|float32"):
+        call(dict(valid(), out_dtype=np.uint8))
+
+
+def test_int8_weight_with_float_x_raises():
+    args = valid()
+    args["weight"] = np.zeros((K, C), np.int8)
+    with pytest.raises(TypeError, match="(?i)weight|int8|float32"):
+        call(args)
+
+
+def test_quantized_out_overlapping_x_raises():
+    weight = np.eye(12, dtype=np.int8)
+    kwargs = dict(x_quant=(0.1, 0), w_quant=(0.1, 0), y_quant=(0.1, 0))
+    buf = np.zeros((1, 24, 4, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"(?i)\bout\b"):
+        fastpw.conv1x1(buf[:, :12], weight, out=buf[:, :12], **kwargs)
+    with pytest.raises(ValueError, match=r"(?i)\bout\b"):
+        fastpw.conv1x1(buf[:, :12], weight, out=buf[:, 6:18], **kwargs)
+
+
+def test_failed_quantized_call_leaves_out_alone():
+    args = qvalid()
+    out = np.full((N, K, H, W), 9, dtype=np.uint8)
+    with pytest.raises(ValueError):
+        qcall(dict(args, y_quant=(0.1, 300), out=out))
+    assert (out == 9).all()
+
+
+# (id, changes to QConv1x1's arguments, exception, regex on the message)
+BAD_QLAYERS = [
+    ("missing-x_quant", dict(x_quant=REMOVE), TypeError, r"x_quant"),
+    ("missing-w_quant", dict(w_quant=REMOVE), TypeError, r"w_quant"),
+    ("float-weight", dict(weight=f32(K, C)), TypeError, r"weight"),
+    ("float-bias", dict(bias=f32(K)), TypeError, r"bias"),
+    ("w-zero-point", dict(w_quant=(0.01, 2)), ValueError, r"w_quant|zero"),
+    ("w-scale-length", dict(w_quant=(np.full(K + 2, 0.01), 0)), ValueError, r"w_quant|scale"),
+    ("w-scale-zero", dict(w_quant=(0.0, 0)), ValueError, r"w_quant|scale"),
+    ("x-scale-nan", dict(x_quant=(NAN, 0)), ValueError, r"x_quant|scale"),
+    ("x-zp-300", dict(x_quant=(0.1, 300)), ValueError, r"x_quant|zero"),
+    ("y-scale-inf", dict(y_quant=(INF, 0)), ValueError, r"y_quant|scale"),
+    ("y-zp-256", dict(y_quant=(0.1, 256)), ValueError, r"y_quant|zero"),
+    ("y-zp--129", dict(y_quant=(0.1, -129)), ValueError, r"y_quant|zero"),
+    ("out_dtype", dict(out_dtype=np.float16), ValueError, r"out_dtype"),
+    ("activation-int32", dict(out_dtype=np.int32, activation="relu6"), ValueError, r"activ"),
+    ("y-zp-uint8-out", dict(out_dtype=np.uint8, y_quant=(0.1, -1)), ValueError, r"y_quant|zero"),
+    ("y-zp-int8-out", dict(out_dtype=np.int8, y_quant=(0.1, 128)), ValueError, r"y_quant|zero"),
+    ("layout", dict(layout="NWHC"), ValueError, r"layout"),
+    ("groups-not-dividing-K", dict(groups=5), ValueError, r"groups"),
+]
+
+
+def qlayer_args(changes):
+    args = qvalid()
+    del args["x"]
+    for name, value in changes.items():
+        if value is REMOVE:
+            del args[name]
+        else:
+            args[name] = value
+    return args
+
+
+@pytest.mark.parametrize(
+    "changes,exc,pattern", [c[1:] for c in BAD_QLAYERS], ids=[c[0] for c in BAD_QLAYERS]
+)
+def test_bad_quantized_layer_raises(changes, exc, pattern):
+    args = qlayer_args(changes)
+    with pytest.raises(exc, match="(?i)" + pattern):
+        fastpw.QConv1x1(args.pop("weight"), args.pop("bias"), **args)
+
+
+@pytest.mark.parametrize("out_dtype", [None, np.uint8, np.int8])
+def test_quantized_layer_without_y_quant_needs_it_for_8bit_output(out_dtype):
+    """An 8-bit output (out_dtype=None follows x's dtype, here uint8) needs y_quant:
+    building the layer or calling it without must fail, naming y_quant."""
+    args = qlayer_args(dict(y_quant=REMOVE, out_dtype=out_dtype))
+    x = qvalid()["x"]
+    with pytest.raises(TypeError, match="(?i)y_quant"):
+        layer = fastpw.QConv1x1(args.pop("weight"), args.pop("bias"), **args)
+        layer(x)
+
+
+BAD_QLAYER_CALLS = [
+    ("x-float32", dict(x=f32(N, C, H, W)), TypeError, r"\bx\b|float32|uint8|int8"),
+    ("x-int16", dict(x=np.zeros((N, C, H, W), np.int16)), TypeError, r"\bx\b|int16"),
+    ("x-channels", dict(x=u8(N, C + 1, H, W)), ValueError, r"\bx\b|weight|channel"),
+    ("out-dtype", dict(out=f32(N, K, H, W)), EITHER, r"\bout\b"),
+    ("out-shape", dict(out=u8(N, K, H + 1, W)), ValueError, r"\bout\b"),
+    ("num_threads-zero", dict(num_threads=0), ValueError, r"num_threads"),
+]
+
+
+@pytest.mark.parametrize(
+    "changes,exc,pattern",
+    [c[1:] for c in BAD_QLAYER_CALLS],
+    ids=[c[0] for c in BAD_QLAYER_CALLS],
+)
+def test_bad_quantized_layer_call_raises(changes, exc, pattern):
+    args = qvalid()
+    x = args.pop("x")
+    layer = fastpw.QConv1x1(args.pop("weight"), args.pop("bias"), **args)
+    call_args = dict(x=x)
+    call_args.update(changes)
+    with pytest.raises(exc, match="(?i)" + pattern):
+        layer(call_args.pop("x"), **call_args)
