@@ -241,6 +241,8 @@ cdef enum:
     MIN_FLOPS_PER_THREAD = 200000
     # num_threads above this is treated as this (the Python layer clamps it).
     MAX_THREADS = 65536
+    # Below this many bytes of packed int8 input per thread, pack on one thread.
+    MIN_PACK_BYTES_PER_THREAD = 65536
 
 
 cdef inline int64_t _round_up(int64_t value, int64_t multiple) noexcept nogil:
@@ -778,11 +780,17 @@ cdef void _pack_activations(const uint8_t *x, int64_t x_bs, int64_t x_cs,
     cdef int64_t per_slab = (channel_groups if (fmt == FPW_Q8_DOT4 and not nhwc)
                              else (pixels + chunk - 1) // chunk)
     cdef int64_t items = batches * groups * per_slab, item, n, g, part
+    # Waking threads costs microseconds: only inputs of tens of KiB per thread pay.
+    cdef int64_t useful = batches * groups * slab // MIN_PACK_BYTES_PER_THREAD
+    if threads > useful:
+        threads = <int>useful if useful > 1 else 1
     if items < threads:
         threads = <int>items
     cdef const uint8_t *src
     cdef uint8_t *dst
-    for item in prange(items, schedule="static", nogil=True,
+    # Dynamic for the same reason as the tile loop: a thread that loses its core
+    # delays one item, not a static share.
+    for item in prange(items, schedule="dynamic", nogil=True,
                        num_threads=threads if threads > 0 else 1):
         n = item // (groups * per_slab)
         g = (item // per_slab) % groups
