@@ -249,22 +249,37 @@ cdef inline int64_t _round_up(int64_t value, int64_t multiple) noexcept nogil:
     return (value + multiple - 1) // multiple * multiple
 
 
+cdef inline int64_t _line_quantum(int64_t tile, int64_t unit_stride, int64_t elem) noexcept nogil:
+    """Smallest multiple of `tile` rows or columns whose output spans whole 64-byte
+    lines along C's unit stride; `tile` itself along any other stride."""
+    cdef int64_t quantum = tile
+    if unit_stride:
+        while (quantum * elem) % 64 != 0 and quantum * elem < 64 * tile:
+            quantum += tile
+    return quantum
+
+
 cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
-    cdef int64_t M_full = _round_up(g.M, g.MR), N_full = _round_up(g.N, g.NR)
-    cdef int64_t mb = (L2_BLOCK_BYTES // (4 * (g.K if g.K > 0 else 1))) // g.MR * g.MR
-    if mb < g.MR:
-        mb = g.MR
+    # Blocks split along C's unit stride cover whole cache lines: two threads writing
+    # halves of one line (a 32-pixel tile of 1-byte output is half a line) would pass it
+    # back and forth on every tile, which kept int8 NCHW layers from scaling at all.
+    cdef int64_t m_quantum = _line_quantum(g.MR, g.c_rs == 1, g.c_elem)
+    cdef int64_t n_quantum = _line_quantum(g.NR, g.c_cs == 1, g.c_elem)
+    cdef int64_t M_full = _round_up(g.M, m_quantum), N_full = _round_up(g.N, n_quantum)
+    cdef int64_t mb = (L2_BLOCK_BYTES // (4 * (g.K if g.K > 0 else 1))) // m_quantum * m_quantum
+    if mb < m_quantum:
+        mb = m_quantum
     if mb > M_full:
         mb = M_full
     cdef int64_t nb = N_full
     cdef int64_t outer = g.batches * g.groups
     cdef int64_t wanted = 4 * threads if threads > 1 else 1
-    # Cut the dimension that has more tiles left until every thread has several blocks.
+    # Cut the dimension that has more quanta left until every thread has several blocks.
     while outer * ((g.M + mb - 1) // mb) * ((g.N + nb - 1) // nb) < wanted:
-        if nb > g.NR and (nb // g.NR >= mb // g.MR or mb <= g.MR):
-            nb = _round_up((nb + 1) // 2, g.NR)
-        elif mb > g.MR:
-            mb = _round_up((mb + 1) // 2, g.MR)
+        if nb > n_quantum and (nb // n_quantum >= mb // m_quantum or mb <= m_quantum):
+            nb = _round_up((nb + 1) // 2, n_quantum)
+        elif mb > m_quantum:
+            mb = _round_up((mb + 1) // 2, m_quantum)
         else:
             break
     g.mb = mb
@@ -771,19 +786,20 @@ cdef void _pack_activations(const uint8_t *x, int64_t x_bs, int64_t x_cs,
                             int threads) noexcept nogil:
     """Activations into the family's int8 format, 4 bytes per (pixel, channel group):
     NCHW as [batch][group][channel group][pixel] (DOT4 flips int8 to uint8 + 128 here),
-    NHWC (PAIR16 only) as [batch][group][pixel][channel group]. Work is split over
-    (batch, group, channel group or pixel chunk) items."""
+    NHWC (PAIR16 only) as [batch][group][pixel][channel group]. Each (batch, group) slab
+    is cut into a few contiguous parts, of channel groups (DOT4 NCHW) or of pixels."""
     cdef int64_t group_size = 4 if fmt == FPW_Q8_DOT4 else 2
     cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
     cdef int64_t slab = channel_groups * pixels * 4  # bytes per (batch, group)
-    cdef int64_t chunk = 256  # pixels per item when splitting over pixels
-    cdef int64_t per_slab = (channel_groups if (fmt == FPW_Q8_DOT4 and not nhwc)
-                             else (pixels + chunk - 1) // chunk)
-    cdef int64_t items = batches * groups * per_slab, item, n, g, part
+    cdef bint by_channel_group = fmt == FPW_Q8_DOT4 and not nhwc
+    cdef int64_t extent = channel_groups if by_channel_group else pixels
     # Waking threads costs microseconds: only inputs of tens of KiB per thread pay.
     cdef int64_t useful = batches * groups * slab // MIN_PACK_BYTES_PER_THREAD
     if threads > useful:
         threads = <int>useful if useful > 1 else 1
+    # A few parts per thread keep the load balanced; more would only cost dispatch.
+    cdef int64_t parts = min(extent, 4 * threads if threads > 1 else 1)
+    cdef int64_t items = batches * groups * parts, item, n, g, part, begin, end
     if items < threads:
         threads = <int>items
     cdef const uint8_t *src
@@ -792,21 +808,22 @@ cdef void _pack_activations(const uint8_t *x, int64_t x_bs, int64_t x_cs,
     # delays one item, not a static share.
     for item in prange(items, schedule="dynamic", nogil=True,
                        num_threads=threads if threads > 0 else 1):
-        n = item // (groups * per_slab)
-        g = (item // per_slab) % groups
-        part = item % per_slab
+        n = item // (groups * parts)
+        g = (item // parts) % groups
+        part = item % parts
+        begin = part * extent // parts
+        end = (part + 1) * extent // parts
         dst = out + (n * groups + g) * slab
         if nhwc:
             src = x + n * x_bs + g * Cg
-            fpw_q8_pack_pair16_nhwc(src, x_ps, x_signed, Cg, part * chunk,
-                                    min(pixels, (part + 1) * chunk), <int16_t *>dst)
-        elif fmt == FPW_Q8_DOT4:
+            fpw_q8_pack_pair16_nhwc(src, x_ps, x_signed, Cg, begin, end, <int16_t *>dst)
+        elif by_channel_group:
             src = x + n * x_bs + g * Cg * x_cs
-            fpw_q8_pack_dot4_nchw(src, x_cs, x_signed, Cg, pixels, part, part + 1, dst)
+            fpw_q8_pack_dot4_nchw(src, x_cs, x_signed, Cg, pixels, begin, end, dst)
         else:
             src = x + n * x_bs + g * Cg * x_cs
-            fpw_q8_pack_pair16_nchw(src, x_cs, x_signed, Cg, pixels, part * chunk,
-                                    min(pixels, (part + 1) * chunk), <int16_t *>dst)
+            fpw_q8_pack_pair16_nchw(src, x_cs, x_signed, Cg, pixels, begin, end,
+                                    <int16_t *>dst)
 
 
 cdef class Q8Plan:
