@@ -5,7 +5,9 @@ One rule decides whether anything is timed: benchmarks are timed only when you p
 collects bench/) every benchmarked call runs once as a smoke test, with its
 correctness check, and no statistics are kept.
 
-``--fastpw-threads 1,2`` chooses the thread counts every case runs with (default 1,2).
+``--fastpw-threads 1,2`` chooses the thread counts every case runs with (default 1,2):
+fastpw's ``num_threads``, numpy's BLAS threads (float32) and ONNX Runtime's
+``intra_op_num_threads`` (int8).
 """
 
 from __future__ import annotations
@@ -72,10 +74,14 @@ def pytest_report_header(config):
     timed = not config.getoption("benchmark_disable", default=False) or config.getoption(
         "benchmark_enable", default=False
     )
-    return (
+    from fastpw.shapes import onnxruntime_version
+
+    ort_version = onnxruntime_version() or "not installed (its rows skipped)"
+    return [
         f"fastpw {fastpw.__version__}: kernels {fastpw.isa()} "
         f"(available: {', '.join(fastpw.available_isas())}), "
         f"OpenMP {'on' if fastpw.openmp_enabled() else 'off'}, "
         f"benchmark threads {config.getoption('fastpw_threads')}, "
-        f"timed: {'yes' if timed else 'no (smoke run; add --benchmark-enable)'}"
-    )
+        f"timed: {'yes' if timed else 'no (smoke run; add --benchmark-enable)'}",
+        f"int8 baseline onnxruntime: {ort_version}",
+    ]

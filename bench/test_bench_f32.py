@@ -30,6 +30,8 @@ from fastpw.shapes import (
     STANDARD_SHAPES,
     TOLERANCE,
     LayerShape,
+    benchmark_group,
+    benchmark_info,
     empty_output,
     make_inputs,
     max_relative_error,
@@ -76,17 +78,8 @@ def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
         error = max_relative_error(out, reference)
         assert error <= TOLERANCE, f"{implementation} {layout}: max relative error {error:.2e}"
 
-        benchmark.group = f"{shape.name} | {threads} thread{'s' if threads > 1 else ''}"
-        benchmark.extra_info.update(
-            network=shape.network,
-            c_in=shape.c_in,
-            c_out=shape.c_out,
-            height=shape.height,
-            width=shape.width,
-            layout=layout,
-            threads=threads,
-            implementation=implementation,
-        )
+        benchmark.group = benchmark_group(shape, threads)
+        benchmark.extra_info.update(benchmark_info(shape, layout, threads, implementation))
         if implementation == "fastpw":
             benchmark.extra_info["isa"] = fastpw.isa()
             if benchmark.enabled:

@@ -1,6 +1,6 @@
 """``python -m fastpw``: what this machine runs, whether it is right, and how fast it is.
 
-Three parts, in order:
+Four parts, in order:
 
 1. Machine: fastpw version, CPU features, kernel family in use, OpenMP and threads, and
    the measured single-thread float32 FMA peak of the active family.
@@ -8,6 +8,13 @@ Three parts, in order:
    slices) against a float64 numpy reference. Any FAIL ends the run with status 1.
 3. Benchmark: every layer of ``fastpw.shapes.STANDARD_SHAPES`` for fastpw (NCHW and/or
    NHWC, prepacked ``Conv1x1``) and numpy ``matmul`` on the same number of threads.
+4. int8 benchmark (``--no-int8`` skips it): the same layers quantized
+   (``fastpw.shapes.make_int8_inputs``) for fastpw's prepacked ``QConv1x1`` (uint8
+   output) and, when onnxruntime and onnx are installed, ONNX Runtime's QLinearConv on as
+   many intra-op threads; each fastpw result is first checked bit for bit against ONNX
+   Runtime's (or, without it, against the int8 formula,
+   ``fastpw.shapes.reference_qconv1x1``). A mismatch ends the run with status 1.
+   Speedups against ONNX Runtime and against part 3's float32 GFLOP/s.
 """
 
 from __future__ import annotations
@@ -28,16 +35,22 @@ import fastpw
 from fastpw import _kernels
 from fastpw.shapes import (
     BLAS_IDLE_SECONDS,
+    ORT_IDLE_SECONDS,
     STANDARD_SHAPES,
     TOLERANCE,
     LayerShape,
     empty_output,
     gflops,
     make_inputs,
+    make_int8_inputs,
     max_relative_error,
     measure,
     numpy_baseline,
+    onnxruntime_qlinearconv,
+    onnxruntime_version,
+    quantized_layer,
     reference_conv1x1,
+    reference_qconv1x1,
 )
 
 try:
@@ -52,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=(
             "Report fastpw's kernel selection, check its results against float64 numpy, "
             "and benchmark float32 1x1 convolutions of MobileNetV2, ResNet-50 and "
-            "SqueezeNet (batch 1) against numpy matmul. Exit status 1 if a check fails."
+            "SqueezeNet (batch 1) against numpy matmul, then the same layers in int8 "
+            "against ONNX Runtime's QLinearConv. Exit status 1 if a check fails."
         ),
     )
     parser.add_argument(
@@ -74,6 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="SUBSTRING",
         default="",
         help='benchmark only layers whose name contains SUBSTRING, e.g. "resnet50" or "7x7"',
+    )
+    parser.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the float32 table, benchmark the int8 path (QConv1x1) against ONNX "
+        "Runtime's QLinearConv when onnxruntime is installed (default: on)",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="also write machine info and all rows as JSON to FILE"
@@ -291,20 +312,27 @@ def benchmark_shape(shape: LayerShape, layouts, threads: int, peak_all, quick: b
 
 
 class Table:
-    """Fixed-width table printed row by row, so progress shows while layers are timed."""
+    """Fixed-width table printed row by row, so progress shows while layers are timed.
 
-    def __init__(self, layouts, shape_width: int):
+    ``columns``: (header, row key, format of the value) after the shape; by default the
+    float32 table's columns for ``layouts``.
+    """
+
+    def __init__(self, layouts, shape_width: int, columns=None):
         # (header, row key, format of the value); widths come from the headers.
         self.columns = [("shape", "shape", "{}")]
-        for lay in layouts:
+        if columns is not None:
+            self.columns += columns
+        else:
+            for lay in layouts:
+                self.columns += [
+                    (f"fastpw {lay}", f"fastpw_{lay}_gflops", "{:.1f}"),
+                    (f"numpy {lay}", f"numpy_{lay}_gflops", "{:.1f}"),
+                    ("speedup", f"fastpw_{lay}_speedup", "{:.2f}x"),
+                ]
             self.columns += [
-                (f"fastpw {lay}", f"fastpw_{lay}_gflops", "{:.1f}"),
-                (f"numpy {lay}", f"numpy_{lay}_gflops", "{:.1f}"),
-                ("speedup", f"fastpw_{lay}_speedup", "{:.2f}x"),
+                (f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts
             ]
-        self.columns += [
-            (f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts
-        ]
         self.widths = [shape_width] + [max(len(h), 7) for h, _, _ in self.columns[1:]]
 
     def _line(self, cells) -> str:
@@ -335,6 +363,144 @@ def geometric_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+# ---------------------------------------------------------------------- int8 benchmark
+
+#: Wait after ONNX Runtime, BLAS (the numpy int8 formula) or fastpw work before timing
+#: the other: their idle threads spin for a while (see fastpw.shapes).
+INT8_IDLE_SECONDS = max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)
+
+
+def _from_nchw(y: np.ndarray, layout: str) -> np.ndarray:
+    return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
+
+
+def benchmark_int8_shape(
+    shape: LayerShape, layouts, threads: int, float_row: dict | None, use_ort: bool, quick: bool
+) -> dict:
+    """Check, then time, one layer in int8; GOP/s from the best sample.
+
+    Speedups: against ONNX Runtime's QLinearConv (NCHW, timed once for both layouts) and
+    against fastpw float32 in the same layout (``float_row``, from the float32 table).
+    ``exact``: "yes" when every layout's uint8 output equals ONNX Runtime's bit for bit
+    (NHWC: its transpose), or the int8 formula without ONNX Runtime; "ORT off" when
+    fastpw matches the formula but ONNX Runtime does not; else "NO".
+    """
+    timing = {"target_seconds": 0.04, "samples": 3} if quick else {}
+    row = {"shape": shape.name, "ops": shape.flops, "threads": threads}
+    nchw = make_int8_inputs(shape, "NCHW")
+    ort_call = None
+    if use_ort:
+        ort_call, _ = onnxruntime_qlinearconv(nchw, threads)  # session built once
+        expected = ort_call().copy()
+    else:
+        expected = reference_qconv1x1(nchw)
+    formula = None if use_ort else expected
+    calls, verdicts = {}, []
+    for layout in layouts:
+        inputs = nchw if layout == "NCHW" else make_int8_inputs(shape, layout)
+        layer = quantized_layer(inputs)
+        out = empty_output(inputs.x, shape.c_out, layout, np.uint8)
+        calls[layout] = functools.partial(layer, inputs.x, out=out, num_threads=threads)
+        calls[layout]()  # correctness, outside the timing
+        if np.array_equal(out, _from_nchw(expected, layout)):
+            verdicts.append("yes")
+            continue
+        if formula is None:  # fastpw and ONNX Runtime differ: which one is off?
+            formula = reference_qconv1x1(nchw)
+        verdicts.append("ORT off" if np.array_equal(out, _from_nchw(formula, layout)) else "NO")
+        row[f"int8_{layout}_mismatches"] = int(
+            np.count_nonzero(out != _from_nchw(expected, layout))
+        )
+    row["exact"] = "NO" if "NO" in verdicts else ("ORT off" if "ORT off" in verdicts else "yes")
+
+    time.sleep(INT8_IDLE_SECONDS)  # ONNX Runtime's and BLAS's threads go idle
+    for layout, call in calls.items():
+        t = measure(call, **timing)
+        row[f"int8_{layout}_gops"] = gflops(shape.flops, t.best)
+        row[f"int8_{layout}_median_gops"] = gflops(shape.flops, t.median)
+    if ort_call is not None:
+        time.sleep(INT8_IDLE_SECONDS)  # fastpw's OpenMP threads go idle
+        t = measure(ort_call, **timing)
+        row["ort_gops"] = gflops(shape.flops, t.best)
+        row["ort_median_gops"] = gflops(shape.flops, t.median)
+    for layout in layouts:
+        achieved = row[f"int8_{layout}_gops"]
+        if ort_call is not None:
+            row[f"int8_{layout}_vs_ort"] = achieved / row["ort_gops"]
+        if float_row and float_row.get(f"fastpw_{layout}_gflops"):
+            row[f"int8_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
+    return row
+
+
+def int8_columns(layouts, use_ort: bool) -> list:
+    columns = [(f"int8 {lay}", f"int8_{lay}_gops", "{:.1f}") for lay in layouts]
+    if use_ort:
+        columns.append(("ORT QLinearConv", "ort_gops", "{:.1f}"))
+        columns += [(f"{lay} vs ORT", f"int8_{lay}_vs_ort", "{:.2f}x") for lay in layouts]
+    columns += [(f"{lay} vs f32", f"int8_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
+    columns.append(("exact", "exact", "{}"))
+    return columns
+
+
+def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tuple[list, bool]:
+    """Print the int8 table; return its rows and whether every result was right."""
+    print()
+    ort_version = onnxruntime_version()
+    use_ort = ort_version is not None
+    if use_ort:
+        baseline = (
+            f"ONNX Runtime {ort_version} QLinearConv (NCHW input, session built once, "
+            f"intra_op_num_threads={threads}, inter_op_num_threads=1, all graph "
+            "optimizations), timed once per layer for both layouts"
+        )
+        exact = (
+            "exact = fastpw's uint8 output equals ONNX Runtime's bit for bit (NHWC: its transpose)"
+        )
+    else:
+        baseline = "no ONNX Runtime baseline: onnxruntime and onnx not both importable"
+        exact = "exact = fastpw's uint8 output equals the int8 formula (reference_qconv1x1)"
+    print(
+        f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
+        f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa()}), best of "
+        f"{3 if quick else 5} samples; {baseline}."
+    )
+    print(
+        f"GOP/s = 2*C*K*H*W / time. vs ORT = fastpw / ONNX Runtime; vs f32 = fastpw int8 "
+        f"/ fastpw float32 (table above) in the same layout. {exact}.\n"
+    )
+    by_shape = {row["shape"]: row for row in float_rows}
+    names = [shape.name for shape in shapes]
+    table = Table(
+        layouts,
+        max(len(label) for label in [SUMMARY_LABEL, *names]),
+        columns=int8_columns(layouts, use_ort),
+    )
+    table.header()
+    rows = []
+    for shape in shapes:
+        rows.append(
+            benchmark_int8_shape(shape, layouts, threads, by_shape.get(shape.name), use_ort, quick)
+        )
+        table.row(rows[-1])
+    summary = {"shape": SUMMARY_LABEL}
+    for layout in layouts:
+        for key in (f"int8_{layout}_vs_ort", f"int8_{layout}_vs_f32"):
+            values = [row[key] for row in rows if row.get(key)]
+            if len(values) == len(rows):
+                summary[key] = geometric_mean(values)
+    table.rule()
+    table.row(summary, missing="")
+    passed = all(row["exact"] != "NO" for row in rows)
+    if not passed:
+        print("\nint8 results differ from the int8 formula: see the rows marked NO.")
+    if any(row["exact"] == "ORT off" for row in rows):
+        print(
+            "\nONNX Runtime differs from the int8 formula where marked 'ORT off' (fastpw "
+            "matches it): on x86 without VNNI its u8s8 kernels can saturate 16-bit sums."
+        )
+    return rows, passed
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = args.threads or int(fastpw.max_threads())
@@ -354,7 +520,7 @@ def main(argv=None) -> int:
     checks = check_correctness(threads)
     passed = all(c["passed"] for c in checks)
 
-    rows = []
+    rows, int8_rows = [], []
     if passed:
         if threadpoolctl is not None:
             blas_note = f"numpy's BLAS limited to {threads} thread(s) with threadpoolctl"
@@ -386,12 +552,19 @@ def main(argv=None) -> int:
             summary[key] = geometric_mean([row[key] for row in rows])
         table.rule()
         table.row(summary, missing="")
+        if args.int8:
+            int8_rows, int8_passed = run_int8(shapes, layouts, threads, rows, args.quick)
+            passed = passed and int8_passed
     else:
         print("\nCorrectness FAILED: benchmark skipped.")
 
     if args.json:
+        report = {"machine": info, "correctness": checks, "benchmark": rows}
+        if args.int8:
+            report["int8_benchmark"] = int8_rows
+            report["onnxruntime"] = onnxruntime_version()
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "correctness": checks, "benchmark": rows}, f, indent=2)
+            json.dump(report, f, indent=2)
         print(f"\nwrote {args.json}")
     return 0 if passed else 1
 

@@ -10,10 +10,15 @@ Besides the shape list it holds:
 - ``numpy_baseline``: the numpy GEMM that fastpw is compared with;
 - ``reference_conv1x1``: a plain float64 numpy 1x1 convolution (stride, groups,
   activation) that results are compared against, and ``max_relative_error``;
-- ``measure``: a small adaptive timer (best and median of repeated runs).
+- ``measure``: a small adaptive timer (best and median of repeated runs);
+- ``make_int8_inputs``: deterministic quantized operands (uint8 x, int8 weight, int32
+  bias, per-channel weight scales) for the int8 path, ``reference_qconv1x1``: the int8
+  formula of ``fastpw.QConv1x1`` in numpy, and ``onnxruntime_qlinearconv``: ONNX
+  Runtime's QLinearConv on the same operands, the int8 baseline.
 
 It imports only numpy, never the compiled extension, so it can be used to prepare
-data before fastpw is even built.
+data before fastpw is even built. onnxruntime and onnx are optional: they are imported
+inside ``onnxruntime_qlinearconv`` (and ``onnxruntime_version``) only.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ LAYOUTS = ("NCHW", "NHWC")
 #: slower. Timed comparisons therefore time numpy after fastpw, and wait this long after
 #: any BLAS work (numpy rows, float64 references) before timing fastpw.
 BLAS_IDLE_SECONDS = 0.25
+
+#: ONNX Runtime's intra-op worker threads (``intra_op_num_threads`` > 1) spin the same
+#: way after a run: measured at about 0.08 s of busy CPU on 2 cores with ORT 1.31.
+#: Timed int8 comparisons wait this long after any ONNX Runtime call before timing
+#: fastpw (and before timing ONNX Runtime, so fastpw's OpenMP threads are asleep too).
+ORT_IDLE_SECONDS = 0.25
 
 #: Largest accepted ``max_relative_error`` between a float32 result and the float64
 #: reference. float32 dot products of length <= 2048 stay near 1e-6; 1e-4 leaves room
@@ -105,13 +116,16 @@ def make_inputs(
     return x, weight, bias
 
 
-def empty_output(x: np.ndarray, c_out: int, layout: str = "NCHW") -> np.ndarray:
-    """Uninitialised float32 output for a stride-1 layer with ``c_out`` channels."""
+def empty_output(
+    x: np.ndarray, c_out: int, layout: str = "NCHW", dtype: np.dtype = np.float32
+) -> np.ndarray:
+    """Uninitialised output (float32 unless ``dtype``) for a stride-1 layer with ``c_out``
+    channels."""
     if layout == "NCHW":
         n, _, h, w = x.shape
-        return np.empty((n, c_out, h, w), np.float32)
+        return np.empty((n, c_out, h, w), dtype)
     n, h, w, _ = x.shape
-    return np.empty((n, h, w, c_out), np.float32)
+    return np.empty((n, h, w, c_out), dtype)
 
 
 def numpy_baseline(
@@ -221,3 +235,242 @@ def measure(fn: Callable[[], object], *, target_seconds: float = 0.15, samples: 
 def gflops(flop_count: float, seconds: float) -> float:
     """GFLOP/s for ``flop_count`` floating-point operations done in ``seconds``."""
     return flop_count / seconds / 1e9
+
+
+# ------------------------------------------------------------------------------- int8
+
+#: (scale, zero point) of every int8 benchmark input x. The scale is a float32 value, so
+#: fastpw (which rounds scales to float32) and ONNX (which stores float32) see one number.
+#: The zero point is off centre (the uint8 data has mean 127.5): a kernel that dropped
+#: the zero-point correction, or applied it with the wrong sign, fails the exact check.
+INT8_X_QUANT = (float(np.float32(0.025)), 121)
+
+#: Output zero point. Weights have zero mean, so outputs are centred: use the middle.
+INT8_Y_ZERO_POINT = 128
+
+#: The output scale maps this many standard deviations of the real output onto each half
+#: of the uint8 range: the outputs spread over all of 0..255 and only a few percent
+#: saturate (more in the channels whose weight scale is above the average).
+INT8_Y_SIGMAS = 3.0
+
+
+@dataclass(frozen=True, eq=False)
+class Int8Inputs:
+    """Quantized operands of one layer, in ONNX QLinearConv's conventions.
+
+    real x = x_scale * (x - x_zero_point); real weight[k, c] = w_scale[k] * weight[k, c];
+    ``bias`` is int32 in units of x_scale * w_scale[k]; output q = y / y_scale +
+    y_zero_point. ``x_quant``, ``w_quant`` and ``y_quant`` are (scale, zero_point) pairs
+    as ``fastpw.QConv1x1`` takes them; ``w_quant``'s scale is a float32 array (K,), its
+    zero point 0 (symmetric weights).
+    """
+
+    x: np.ndarray  # uint8, (N, C, H, W) for "NCHW", (N, H, W, C) for "NHWC"
+    weight: np.ndarray  # int8 (K, C), values in -127..127
+    bias: np.ndarray  # int32 (K,)
+    x_quant: tuple[float, int]
+    w_quant: tuple[np.ndarray, int]
+    y_quant: tuple[float, int]
+    layout: str
+
+    @property
+    def x_nchw(self) -> np.ndarray:
+        """``x`` as a contiguous NCHW array (a copy for "NHWC" inputs)."""
+        if self.layout == "NCHW":
+            return self.x
+        return np.ascontiguousarray(self.x.transpose(0, 3, 1, 2))
+
+
+def make_int8_inputs(
+    shape: LayerShape, layout: str = "NCHW", *, batch: int = 1, seed: int = 0
+) -> Int8Inputs:
+    """Deterministic quantized operands for ``shape``: uint8 x, int8 weight, int32 bias.
+
+    x is uniform over 0..255 with zero point ``INT8_X_QUANT[1]``; the weight is uniform
+    over -127..127 (the symmetric range ``QConv1x1.from_float`` produces) with
+    per-channel scales spread over a factor 4, so a kernel that applies one channel's
+    scale to another fails the exact check; the bias is about half the size of the
+    dot products. The output scale is chosen from the operands' second moments (no
+    GEMM is needed) so the uint8 outputs use the whole range without mostly saturating:
+    see ``INT8_Y_SIGMAS``. Both layouts hold the same numbers; the same seed gives the
+    same operands on every machine.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    rng = np.random.default_rng(seed)
+    c, k = shape.c_in, shape.c_out
+    x_nchw = rng.integers(0, 256, (batch, c, shape.height, shape.width), dtype=np.uint8)
+    weight = rng.integers(-127, 128, (k, c), dtype=np.int8)
+    x_scale, x_zero_point = INT8_X_QUANT
+    w_scale = (rng.uniform(0.5, 2.0, k) / (127 * math.sqrt(c))).astype(np.float32)
+    # x and the weight are independent, so the integer dot products have second moment
+    # C * E[(x - zp)^2] * E[w^2].
+    x_moment = float(np.mean(np.square(x_nchw.astype(np.float64) - x_zero_point)))
+    w_moment = float(np.mean(np.square(weight.astype(np.float64))))
+    acc_rms = math.sqrt(c * x_moment * w_moment)
+    bias = np.rint(rng.standard_normal(k) * 0.5 * acc_rms).astype(np.int32)
+    w_rms = math.sqrt(float(np.mean(np.square(w_scale.astype(np.float64)))))
+    out_rms = x_scale * w_rms * math.sqrt(acc_rms**2 + float(np.mean(np.square(bias, dtype=float))))
+    y_scale = float(np.float32(INT8_Y_SIGMAS * out_rms / 127.5))
+    x = x_nchw if layout == "NCHW" else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
+    return Int8Inputs(
+        x=x,
+        weight=weight,
+        bias=bias,
+        x_quant=(x_scale, x_zero_point),
+        w_quant=(w_scale, 0),
+        y_quant=(y_scale, INT8_Y_ZERO_POINT),
+        layout=layout,
+    )
+
+
+def reference_qconv1x1(inputs: Int8Inputs) -> np.ndarray:
+    """The uint8 output ``fastpw.QConv1x1`` must produce for ``inputs``, in numpy.
+
+    The int8 formula of the API contract (ONNX QLinearConv as ONNX Runtime computes it)
+    for the benchmark's case only: stride 1, groups 1, no activation, uint8 output.
+    tests/reference.py holds the general reference; this one lets the benchmarks check
+    their results bit for bit without onnxruntime. The integer dot products are exact in
+    float64 (every partial sum is an integer below 2**53), so a BLAS matmul computes
+    them; wait ``BLAS_IDLE_SECONDS`` afterwards before timing fastpw.
+    """
+    x = inputs.x_nchw
+    n, c, h, w = x.shape
+    x_scale, x_zero_point = inputs.x_quant
+    w_scale, _ = inputs.w_quant
+    y_scale, y_zero_point = inputs.y_quant
+    centred = x.reshape(n, c, h * w).astype(np.float64) - x_zero_point
+    acc = np.matmul(inputs.weight.astype(np.float64), centred)
+    acc += inputs.bias.astype(np.float64)[:, None]
+    # float32 multiply, then float32 divide: ONNX Runtime's order.
+    multiplier = (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
+    scaled = acc.astype(np.float32) * multiplier[:, None]  # one float32 multiply
+    q = np.rint(scaled).astype(np.float64) + y_zero_point  # rint: half to even
+    y = np.clip(q, 0, 255).astype(np.uint8).reshape(n, -1, h, w)
+    return y if inputs.layout == "NCHW" else np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
+
+def onnxruntime_version() -> str | None:
+    """onnxruntime's version when both it and onnx import (the int8 baseline needs
+    both), else None."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        return None
+    return str(onnxruntime.__version__)
+
+
+def onnxruntime_qlinearconv(
+    inputs: Int8Inputs, threads: int
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """ONNX Runtime's QLinearConv on ``inputs``, the int8 baseline: returns ``(call, out)``.
+
+    Builds a one-node ONNX model (opset 13, the operands as initializers, 1x1 kernel)
+    and its session once: CPU execution provider, ``intra_op_num_threads = threads``,
+    ``inter_op_num_threads = 1``, sequential execution, all graph optimizations on
+    (``ORT_ENABLE_ALL``, ONNX Runtime's default). The input is always NCHW, QLinearConv's
+    layout: NHWC ``inputs`` are transposed once, here, untimed. ``call()`` runs the
+    session through an I/O binding that reads ``x`` in place and writes the
+    preallocated uint8 NCHW ``out``, and returns ``out``.
+
+    onnxruntime and onnx are imported here, not at module import (ImportError when
+    either is missing; ``onnxruntime_version()`` tells first). ONNX Runtime's worker
+    threads spin after a run: see ``ORT_IDLE_SECONDS``.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = inputs.x_nchw
+    n, c, h, w = x.shape
+    k = inputs.weight.shape[0]
+    x_scale, x_zero_point = inputs.x_quant
+    w_scale, _ = inputs.w_quant
+    y_scale, y_zero_point = inputs.y_quant
+    initializers = [
+        numpy_helper.from_array(np.array(x_scale, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(x_zero_point, np.uint8), "x_zero_point"),
+        numpy_helper.from_array(inputs.weight.reshape(k, c, 1, 1), "w"),
+        numpy_helper.from_array(np.asarray(w_scale, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(k, np.int8), "w_zero_point"),
+        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(y_zero_point, np.uint8), "y_zero_point"),
+        numpy_helper.from_array(inputs.bias, "bias"),
+    ]
+    node = helper.make_node(
+        "QLinearConv",
+        ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point"]
+        + ["y_scale", "y_zero_point", "bias"],
+        ["y"],
+        kernel_shape=[1, 1],
+    )
+    graph = helper.make_graph(
+        [node],
+        "qlinearconv1x1",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [n, c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [n, k, h, w])],
+        initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="fastpw.shapes"
+    )
+    model.ir_version = 8  # opset 13's IR version: read by every onnxruntime since 1.8
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    out = np.empty((n, k, h, w), np.uint8)
+    x_value = ort.OrtValue.ortvalue_from_numpy(x)  # shares x's memory
+    out_value = ort.OrtValue.ortvalue_from_numpy(out)  # shares out's memory
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("x", x_value)
+    binding.bind_ortvalue_output("y", out_value)
+
+    def call() -> np.ndarray:
+        session.run_with_iobinding(binding)
+        return out
+
+    # The OrtValues borrow x's and out's memory: keep them (and x) alive with the call.
+    call.keepalive = (x, x_value, out_value)
+    return call, out
+
+
+def quantized_layer(inputs: Int8Inputs):
+    """The prepacked fastpw layer for ``inputs`` (uint8 output), as bench/ and the CLI
+    time it."""
+    import fastpw  # here, so this module stays importable before the extension is built
+
+    return fastpw.QConv1x1(
+        inputs.weight,
+        inputs.bias,
+        x_quant=inputs.x_quant,
+        w_quant=inputs.w_quant,
+        y_quant=inputs.y_quant,
+        out_dtype=np.uint8,
+        layout=inputs.layout,
+    )
+
+
+def benchmark_group(shape: LayerShape, threads: int) -> str:
+    """pytest-benchmark group of a row: float32 and int8 rows of a layer sit together."""
+    return f"{shape.name} | {threads} thread{'s' if threads > 1 else ''}"
+
+
+def benchmark_info(shape: LayerShape, layout: str, threads: int, implementation: str) -> dict:
+    """The ``extra_info`` fields every benchmark row carries."""
+    return dict(
+        network=shape.network,
+        c_in=shape.c_in,
+        c_out=shape.c_out,
+        height=shape.height,
+        width=shape.width,
+        layout=layout,
+        threads=threads,
+        implementation=implementation,
+    )

@@ -1,0 +1,167 @@
+"""int8 1x1 convolution benchmarks: fastpw (prepacked ``QConv1x1``) against ONNX Runtime.
+
+Each case of ``fastpw.shapes.STANDARD_SHAPES`` x row x thread count is one
+pytest-benchmark row. The rows of a shape are:
+
+- ``NCHW-fastpw`` and ``NHWC-fastpw``: ``fastpw.QConv1x1`` (weights packed once, untimed)
+  on uint8 x, int8 per-channel weights and an int32 bias, uint8 output;
+- ``NCHW-onnxruntime``: ONNX Runtime's QLinearConv on the same operands
+  (``fastpw.shapes.onnxruntime_qlinearconv``: session built once per shape and thread
+  count, ``intra_op_num_threads`` = the row's thread count). QLinearConv's input layout is
+  NCHW, and ONNX Runtime's work does not depend on which layout fastpw reads, so it is
+  timed once per shape and thread count, not once per fastpw layout: both fastpw rows of
+  a group compare with the same ONNX Runtime row. Skipped when onnxruntime or onnx is
+  not installed.
+
+Groups are named as in ``test_bench_f32.py`` (shape and thread count), so a run of both
+suites puts the int8 rows beside the float32 ones. ``extra_info["gops"]`` holds
+2*C*K*H*W / mean time in GOP/s, ``extra_info["implementation"]`` the row's
+implementation.
+
+Correctness comes first, outside the timing, so the untimed smoke run (plain ``pytest``)
+is a real check: fastpw's output must equal ONNX Runtime's bit for bit (NCHW; the NHWC
+row equals its transpose), and ONNX Runtime's must equal the contract's formula
+(``fastpw.shapes.reference_qconv1x1``), which also stands in for ONNX Runtime when it is
+not installed. On x86 CPUs without VNNI, ONNX Runtime's u8s8 kernels can saturate
+16-bit pair sums (onnxruntime issue #16105) and the onnxruntime row fails its check:
+the failure says which side is off.
+
+Idle threads: OpenBLAS (the numpy reference) and ONNX Runtime's intra-op pool keep
+spinning for about 0.1 s after a call, and fastpw's OpenMP threads briefly. Before
+timing anything, each case waits ``max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)`` so no other
+pool competes for the cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pytest
+
+import fastpw
+from fastpw.shapes import (
+    BLAS_IDLE_SECONDS,
+    ORT_IDLE_SECONDS,
+    STANDARD_SHAPES,
+    Int8Inputs,
+    LayerShape,
+    benchmark_group,
+    benchmark_info,
+    empty_output,
+    make_int8_inputs,
+    onnxruntime_qlinearconv,
+    onnxruntime_version,
+    quantized_layer,
+    reference_qconv1x1,
+)
+
+ORT_VERSION = onnxruntime_version()
+IDLE_SECONDS = max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)
+
+#: (layout, implementation) rows of one shape; onnxruntime reads NCHW only (see above).
+ROWS = (("NCHW", "fastpw"), ("NHWC", "fastpw"), ("NCHW", "onnxruntime"))
+
+
+@functools.lru_cache(maxsize=2)
+def _inputs(shape: LayerShape, layout: str) -> Int8Inputs:
+    return make_int8_inputs(shape, layout)
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_nchw(shape: LayerShape) -> np.ndarray:
+    return reference_qconv1x1(_inputs(shape, "NCHW"))
+
+
+@functools.lru_cache(maxsize=1)
+def _onnxruntime(shape: LayerShape, threads: int):
+    """``(call, expected)``: the session for this shape and thread count, built once and
+    shared by the rows of the group, and a copy of its NCHW output."""
+    call, out = onnxruntime_qlinearconv(_inputs(shape, "NCHW"), threads)
+    return call, call().copy()
+
+
+def _fastpw_call(inputs: Int8Inputs, threads: int):
+    layer = quantized_layer(inputs)  # packs the weights once, untimed
+    out = empty_output(inputs.x, inputs.weight.shape[0], inputs.layout, np.uint8)
+
+    def call():
+        return layer(inputs.x, out=out, num_threads=threads)
+
+    return call, out
+
+
+def _difference(result: np.ndarray, expected: np.ndarray) -> str:
+    """Where and by how much two uint8 results differ, for an assertion message."""
+    if result.shape != expected.shape:
+        return f"shape {result.shape}, expected {expected.shape}"
+    diff = np.abs(result.astype(np.int16) - expected.astype(np.int16))
+    first = tuple(int(i) for i in np.argwhere(diff)[0])
+    return (
+        f"{np.count_nonzero(diff)} of {diff.size} values differ (max by {diff.max()}); "
+        f"first at {first}: {result[first]} instead of {expected[first]}"
+    )
+
+
+def _check_fastpw(shape, layout, threads, out):
+    """fastpw's output must equal ONNX Runtime's bit for bit (or, without onnxruntime,
+    the contract's formula); on a mismatch, say whether fastpw matches the formula."""
+    to_layout = (lambda y: y) if layout == "NCHW" else (lambda y: y.transpose(0, 2, 3, 1))
+    if ORT_VERSION is None:
+        expected = to_layout(_reference_nchw(shape))
+        assert np.array_equal(out, expected), (
+            f"fastpw {layout} differs from the int8 formula (reference_qconv1x1): "
+            + _difference(out, expected)
+        )
+        return
+    expected = to_layout(_onnxruntime(shape, threads)[1])
+    if not np.array_equal(out, expected):
+        formula = to_layout(_reference_nchw(shape))
+        verdict = (
+            "fastpw matches the formula (reference_qconv1x1): see the onnxruntime row"
+            if np.array_equal(out, formula)
+            else "fastpw differs from the formula (reference_qconv1x1) too: "
+            + _difference(out, formula)
+        )
+        pytest.fail(
+            f"fastpw {layout} differs from onnxruntime {ORT_VERSION} QLinearConv: "
+            f"{_difference(out, expected)}. {verdict}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("layout", "implementation"), ROWS, ids=[f"{lay}-{impl}" for lay, impl in ROWS]
+)
+@pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda shape: shape.slug)
+def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
+    if implementation == "fastpw":
+        call, out = _fastpw_call(_inputs(shape, layout), threads)
+        call()  # correctness, once, outside the timed part
+        _check_fastpw(shape, layout, threads, out)
+    else:
+        if ORT_VERSION is None:
+            pytest.skip("onnxruntime and onnx are needed for the onnxruntime rows")
+        call, result = _onnxruntime(shape, threads)
+        formula = _reference_nchw(shape)
+        assert np.array_equal(result, formula), (
+            f"onnxruntime {ORT_VERSION} QLinearConv differs from the int8 formula "
+            f"(reference_qconv1x1): {_difference(result, formula)}. On x86 without VNNI "
+            "its u8s8 kernels can saturate 16-bit pair sums (onnxruntime#16105)."
+        )
+
+    # Same group names as test_bench_f32.py: int8 rows sit beside the float32 ones.
+    benchmark.group = benchmark_group(shape, threads)
+    benchmark.extra_info.update(
+        benchmark_info(shape, layout, threads, implementation), dtype="int8"
+    )
+    if implementation == "fastpw":
+        benchmark.extra_info["isa"] = fastpw.isa()
+    else:
+        benchmark.extra_info["onnxruntime"] = ORT_VERSION
+    if benchmark.enabled:
+        time.sleep(IDLE_SECONDS)  # BLAS, ONNX Runtime and OpenMP threads go idle
+    benchmark(call)
+
+    if benchmark.stats is not None:  # None when benchmarking is disabled (smoke run)
+        benchmark.extra_info["gops"] = round(shape.flops / benchmark.stats.stats.mean / 1e9, 3)
