@@ -43,6 +43,8 @@ cdef extern from "fastpw/dispatch.h" nogil:
         int bias_on_rows
         int clamp
         float lo, hi
+        int accumulate
+        int finish
 
     ctypedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile *tile) noexcept nogil
 
@@ -224,6 +226,8 @@ cdef struct Gemm:
     bint restride_a
     char *scratch
     int64_t scratch_stride, restrided_rs, row_bytes
+    # float32: reduce over K in blocks of kc_block (0: in one pass), see KC_BLOCK.
+    int64_t kc_block
     # Exactly one kernel is set: the float32 or the int8 microkernel.
     fpw_f32_gemm_fn f32_kernel
     fpw_q8_gemm_fn q8_kernel
@@ -241,6 +245,12 @@ cdef enum:
     MIN_FLOPS_PER_THREAD = 200000
     # num_threads above this is treated as this (the Python layer clamps it).
     MAX_THREADS = 65536
+    # float32 reductions longer than this are done in blocks of this many channels, so
+    # the slice of B a tile streams (KC x NR floats, 64 KiB) stays in L2 while the tiles
+    # of a block reuse it. The blocks are fixed by the shape: results stay identical for
+    # every thread count. int8 never splits: its epilogue requantizes, and its groups of
+    # 4 channels pack 4 times more reduction into the same bytes.
+    KC_BLOCK = 512
     # Below this many bytes of packed int8 input per thread, pack on one thread.
     MIN_PACK_BYTES_PER_THREAD = 65536
 
@@ -320,7 +330,6 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     cdef fpw_f32_tile ft
     cdef fpw_q8_tile qt
     if g.f32_kernel != NULL:
-        ft.kc = g.K
         ft.a_rs = a_rs // 4
         ft.a_cs = g.a_cs // 4
         ft.b_rs = g.b_rs // 4
@@ -332,7 +341,6 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
         ft.lo = g.lo
         ft.hi = g.hi
     else:
-        qt.kc = g.K
         qt.a_rs = a_rs
         qt.a_cs = g.a_cs
         qt.a_tail = g.a_tail
@@ -349,32 +357,43 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
         qt.hi = g.hi
         qt.zero_point = g.zero_point
 
-    j0 = j_begin
-    while j0 < j_end:
-        nr = min(g.NR, j_end - j0)
-        i0 = i_begin
-        while i0 < i_end:
-            mr = min(g.MR, i_end - i0)
-            at = i0 if g.bias_on_rows else j0  # index of this tile's first bias/scale
-            if g.f32_kernel != NULL:
-                ft.mr = mr
-                ft.nr = nr
-                ft.a = <const float *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
-                ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts)
-                ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
-                ft.bias = NULL if bias == NULL else <const float *>bias + at
-                g.f32_kernel(&ft)
-            else:
-                qt.mr = mr
-                qt.nr = nr
-                qt.a = <const uint8_t *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
-                qt.b = <const uint8_t *>(b + (j0 // g.NR) * g.b_ts)
-                qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
-                qt.bias = <const int32_t *>bias + at
-                qt.scale = scale + at
-                g.q8_kernel(&qt)
-            i0 += g.MR
-        j0 += g.NR
+    cdef int64_t k0 = 0, k_len
+    while True:
+        # One block of the reduction over every tile of this output block.
+        k_len = g.K - k0 if g.kc_block == 0 else min(g.kc_block, g.K - k0)
+        ft.kc = qt.kc = k_len
+        ft.accumulate = k0 > 0
+        ft.finish = k0 + k_len >= g.K
+        j0 = j_begin
+        while j0 < j_end:
+            nr = min(g.NR, j_end - j0)
+            i0 = i_begin
+            while i0 < i_end:
+                mr = min(g.MR, i_end - i0)
+                at = i0 if g.bias_on_rows else j0  # index of this tile's first bias/scale
+                if g.f32_kernel != NULL:
+                    ft.mr = mr
+                    ft.nr = nr
+                    ft.a = <const float *>(a + ((i0 - a_first_row) // g.MR) * a_ts
+                                           + k0 * g.a_cs)
+                    ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts + k0 * g.b_rs)
+                    ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
+                    ft.bias = NULL if bias == NULL else <const float *>bias + at
+                    g.f32_kernel(&ft)
+                else:
+                    qt.mr = mr
+                    qt.nr = nr
+                    qt.a = <const uint8_t *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
+                    qt.b = <const uint8_t *>(b + (j0 // g.NR) * g.b_ts)
+                    qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
+                    qt.bias = <const int32_t *>bias + at
+                    qt.scale = scale + at
+                    g.q8_kernel(&qt)
+                i0 += g.MR
+            j0 += g.NR
+        k0 += k_len
+        if k0 >= g.K:
+            break
 
 
 cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
@@ -660,6 +679,7 @@ cdef class F32Plan:
         g.NR = fam.nr
         g.f32_kernel = fam.f32_gemm
         g.q8_kernel = NULL
+        g.kc_block = 0
         g.scale = NULL
         g.c_elem = 4
         g.clamp = self.clamp
@@ -727,6 +747,8 @@ cdef class F32Plan:
                 g.a_rs, g.a_cs = Cg, 1
                 g.a_ts = fam.mr * Cg
                 g.a_gs = Kg * Cg
+        if g.c_cs == 1 and Cg > KC_BLOCK:  # transposed stores cannot reload partial sums
+            g.kc_block = KC_BLOCK
         # The strides of A and B above count floats; the tile loop takes bytes.
         g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = (
             4 * g.a_rs, 4 * g.a_cs, 4 * g.a_ts, 4 * g.a_bs, 4 * g.a_gs)
@@ -943,6 +965,7 @@ cdef class Q8Plan:
         g.restride_a = False
         g.f32_kernel = NULL
         g.q8_kernel = fam.q8_gemm
+        g.kc_block = 0
         g.MR, g.NR = MR, NR
         g.batches, g.groups = batches, G
         g.out_type = out_type

@@ -298,6 +298,20 @@ def test_reduction_depth(isa, layout, c):
     assert_matches_reference(y, x, weight, bias, layout)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("activation", ["relu6", (-0.5, 0.75)], ids=str)
+def test_blocked_reduction_applies_bias_and_clamp_once(isa, layout, activation):
+    """Reductions over more than 512 channels run in blocks (partial sums stored and
+    reloaded); bias and activation must apply once, after the last block, for every
+    thread count alike."""
+    rng = np.random.default_rng(1100)
+    x, weight, bias = random_inputs(rng, layout, 2, 1100, 9, 10, 37)
+    layer = fastpw.Conv1x1(weight, bias, layout=layout, activation=activation)
+    y = layer(x, num_threads=1)
+    assert_matches_reference(y, x, weight, bias, layout, activation=activation)
+    np.testing.assert_array_equal(layer(x, num_threads=2), y)
+
+
 @pytest.mark.parametrize("channels_used", [1024, 700, 1])
 @pytest.mark.parametrize("n", [1, 2])
 def test_nhwc_pixel_rows_4k_apart(isa, channels_used, n):

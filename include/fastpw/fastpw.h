@@ -19,8 +19,10 @@
  *   bias is indexed by i (bias_on_rows) or by j, and may be NULL.
  *   clamp: if set, y = min(max(y, lo), hi) with NaN propagating (as numpy's maximum).
  *
- * Summation order is fixed: acc starts at 0, adds A(i,c)*B(c,j) for c = 0, 1, ..., kc-1
- * (fused multiply-add where the ISA has it), then adds bias. It never depends on how the
+ * Summation order is fixed: acc starts at 0 (or at C's value when accumulate is set: a
+ * later block of a reduction the tile loop splits in fixed blocks of channels), adds
+ * A(i,c)*B(c,j) for c = 0, 1, ..., kc-1 (fused multiply-add where the ISA has it), and
+ * when finish is set adds bias, then clamps. It never depends on how the
  * problem is cut into tiles or threads, so results are bitwise identical for any thread
  * count. Edges (mr < MR, nr < NR) are handled inside the kernel; nothing outside the
  * mr x nr tile of C is written, and no element of A, B or bias outside the tile is read
@@ -46,6 +48,8 @@ typedef struct fpw_f32_tile {
     int bias_on_rows;
     int clamp;
     float lo, hi;
+    int accumulate; /* start from C's values (a later block of a split reduction) */
+    int finish;     /* add bias and clamp (the last block; every tile if not split) */
 } fpw_f32_tile;
 
 typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);

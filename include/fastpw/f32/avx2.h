@@ -41,7 +41,9 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
     FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(t->nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
-        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_ps();
+        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
+            t->accumulate ? _mm256_maskload_ps(t->c + (ptrdiff_t)i * t->c_rs + 8 * v, mask[v])
+                          : _mm256_setzero_ps();
     }
     const float* a = t->a;
     const float* b = t->b;
@@ -57,7 +59,7 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
         a += a_cs;
         b += b_rs;
     }
-    if (t->bias) {
+    if (t->finish && t->bias) {
         FPW_UNROLL for (int i = 0; i < MR; i++) {
             FPW_UNROLL for (int v = 0; v < NV; v++) {
                 const __m256 bias = t->bias_on_rows ? _mm256_broadcast_ss(&t->bias[i])
@@ -66,7 +68,7 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
             }
         }
     }
-    if (t->clamp) {
+    if (t->finish && t->clamp) {
         /* max/min return their second operand when either is NaN: NaN propagates. */
         const __m256 lo = _mm256_set1_ps(t->lo), hi = _mm256_set1_ps(t->hi);
         FPW_UNROLL for (int i = 0; i < MR; i++) {

@@ -44,7 +44,9 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile*
     FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx512_lane_mask(t->nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
-        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
+            t->accumulate ? _mm512_maskz_loadu_ps(mask[v], t->c + (ptrdiff_t)i * t->c_rs + 16 * v)
+                          : _mm512_setzero_ps();
     }
     const float* a = t->a;
     const float* b = t->b;
@@ -59,7 +61,7 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile*
         a += a_cs;
         b += b_rs;
     }
-    if (t->bias) {
+    if (t->finish && t->bias) {
         FPW_UNROLL for (int i = 0; i < MR; i++) {
             FPW_UNROLL for (int v = 0; v < NV; v++) {
                 const __m512 bias = t->bias_on_rows ? _mm512_set1_ps(t->bias[i])
@@ -68,7 +70,7 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile*
             }
         }
     }
-    if (t->clamp) {
+    if (t->finish && t->clamp) {
         /* max/min return their second operand when either is NaN: NaN propagates. */
         const __m512 lo = _mm512_set1_ps(t->lo), hi = _mm512_set1_ps(t->hi);
         FPW_UNROLL for (int i = 0; i < MR; i++) {

@@ -17,6 +17,10 @@
 static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
     float acc[FPW_SCALAR_MR][FPW_SCALAR_NR] = {{0.0f}};
     const size_t mr = t->mr, nr = t->nr;
+    if (t->accumulate) {
+        for (size_t i = 0; i < mr; i++)
+            for (size_t j = 0; j < nr; j++) acc[i][j] = t->c[(ptrdiff_t)i * t->c_rs + (ptrdiff_t)j * t->c_cs];
+    }
     for (size_t k = 0; k < t->kc; k++) {
         const float* b_row = t->b + (ptrdiff_t)k * t->b_rs;
         for (size_t i = 0; i < mr; i++) {
@@ -27,8 +31,8 @@ static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
     for (size_t i = 0; i < mr; i++) {
         for (size_t j = 0; j < nr; j++) {
             float y = acc[i][j];
-            if (t->bias) y += t->bias_on_rows ? t->bias[i] : t->bias[j];
-            if (t->clamp) {
+            if (t->finish && t->bias) y += t->bias_on_rows ? t->bias[i] : t->bias[j];
+            if (t->finish && t->clamp) {
                 /* Comparisons with NaN are false, so NaN passes through as in numpy. */
                 if (y < t->lo) y = t->lo;
                 if (y > t->hi) y = t->hi;
