@@ -25,8 +25,9 @@ result bit for bit (``QConv1x1``), with requantization fused into the kernel.
 
 Threads: each call splits its outputs into blocks that OpenMP threads take one at a time
 (dynamic schedule: a thread that loses its core holds up one block, not a share). Blocks
-depend only on the shape and the reduction over channels is never split, so every output
-is summed by one thread in one order: results are bitwise identical for any thread count.
+depend only on the shape and the reduction over channels is never shared between threads
+(long ones run in fixed blocks of channels), so every output is summed by one thread in
+one order: results are bitwise identical for any thread count.
 ``num_threads`` caps a call; by default OpenMP's setting applies (OMP_NUM_THREADS,
 threadpoolctl).
 """

@@ -4,9 +4,9 @@
 A 1x1 convolution is one GEMM per (image, group). This module cuts each GEMM into
 blocks of MB x NB outputs (the OpenMP work items), walks every block in MR x NR
 register tiles, and calls the active family's microkernel through the table in
-include/fastpw/dispatch.h. The reduction over input channels is never split, so each
-output is summed by one thread in one fixed order: bitwise identical results for any
-thread count.
+include/fastpw/dispatch.h. The reduction over input channels is never shared between
+threads (float32 runs long ones in fixed blocks of KC_BLOCK channels), so each output is
+summed by one thread in one fixed order: bitwise identical results for any thread count.
 
 Three orientations map a layer onto the microkernel contract (include/fastpw/fastpw.h):
 
