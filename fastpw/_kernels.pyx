@@ -251,8 +251,6 @@ cdef enum:
     # every thread count. int8 never splits: its epilogue requantizes, and its groups of
     # 4 channels pack 4 times more reduction into the same bytes.
     KC_BLOCK = 512
-    # Below this many bytes of packed int8 input per thread, pack on one thread.
-    MIN_PACK_BYTES_PER_THREAD = 65536
 
 
 cdef inline int64_t _round_up(int64_t value, int64_t multiple) noexcept nogil:
@@ -396,7 +394,9 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
             break
 
 
-cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
+cdef void _run_gemm(Gemm *g, int threads, Pack *pack=NULL) noexcept nogil:
+    """Run every block of g; first, if `pack` is given, pack the activations, in the same
+    parallel region (one fork/join, and every thread packs)."""
     cdef double flops = 2.0 * g.M * g.N * g.K * g.batches * g.groups
     if g.q8_kernel != NULL:
         flops *= 2  # K counts groups of 2 or 4 channels; this errs toward fewer threads
@@ -417,13 +417,23 @@ cdef void _run_gemm(Gemm *g, int threads) noexcept nogil:
             g.restride_a = False
         else:
             g.scratch = <char *>((<uintptr_t>scratch + 63) // 64 * 64)
+    if pack != NULL:
+        _plan_pack(pack, threads)
+        pack.items = g.batches * g.groups * pack.parts
     if threads <= 1:
+        if pack != NULL:
+            for item in range(pack.items):
+                _pack_item(pack, item)
         for item in range(items):
             _run_block(g, item)
     else:
         # Dynamic: on shared or busy cores a descheduled thread delays one block, not a
         # static share of them. Which thread runs a block never changes its result.
         with parallel(num_threads=threads):
+            if pack != NULL:
+                for item in prange(pack.items, schedule="dynamic", chunksize=1):
+                    _pack_item(pack, item)
+            # (prange ends with a barrier: every block sees the whole packed input)
             for item in prange(items, schedule="dynamic", chunksize=1):
                 _run_block(g, item)
     free(scratch)
@@ -802,50 +812,43 @@ cdef cnp.ndarray _pack_q8_panels(const int8_t[:, ::1] w, int64_t groups, int64_t
     return out
 
 
-cdef void _pack_activations(const uint8_t *x, int64_t x_bs, int64_t x_cs,
-                            int64_t x_ps, bint x_signed, bint nhwc, int fmt, int64_t batches,
-                            int64_t groups, int64_t Cg, int64_t pixels, uint8_t *out,
-                            int threads) noexcept nogil:
-    """Activations into the family's int8 format, 4 bytes per (pixel, channel group):
-    NCHW as [batch][group][channel group][pixel] (DOT4 flips int8 to uint8 + 128 here),
-    NHWC (PAIR16 only) as [batch][group][pixel][channel group]. Each (batch, group) slab
-    is cut into a few contiguous parts, of channel groups (DOT4 NCHW) or of pixels."""
-    cdef int64_t group_size = 4 if fmt == FPW_Q8_DOT4 else 2
-    cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
-    cdef int64_t slab = channel_groups * pixels * 4  # bytes per (batch, group)
-    cdef bint by_channel_group = fmt == FPW_Q8_DOT4 and not nhwc
-    cdef int64_t extent = channel_groups if by_channel_group else pixels
-    # Waking threads costs microseconds: only inputs of tens of KiB per thread pay.
-    cdef int64_t useful = batches * groups * slab // MIN_PACK_BYTES_PER_THREAD
-    if threads > useful:
-        threads = <int>useful if useful > 1 else 1
+cdef struct Pack:
+    # int8 activations into the family's format, 4 bytes per (pixel, channel group):
+    # NCHW as [batch][group][channel group][pixel] (DOT4 flips int8 to uint8 + 128 here),
+    # NHWC (PAIR16 only) as [batch][group][pixel][channel group]. Each (batch, group)
+    # slab is cut into `parts` contiguous ranges of channel groups (DOT4 NCHW) or pixels.
+    const uint8_t *x
+    int64_t x_bs, x_cs, x_ps
+    bint x_signed, nhwc, by_channel_group
+    int fmt
+    int64_t groups, Cg, pixels, slab, extent, parts, items
+    uint8_t *out
+
+
+cdef void _plan_pack(Pack *p, int threads) noexcept nogil:
+    cdef int64_t group_size = 4 if p.fmt == FPW_Q8_DOT4 else 2
+    p.slab = ((p.Cg + group_size - 1) // group_size) * p.pixels * 4
+    p.by_channel_group = p.fmt == FPW_Q8_DOT4 and not p.nhwc
+    p.extent = (p.Cg + group_size - 1) // group_size if p.by_channel_group else p.pixels
     # A few parts per thread keep the load balanced; more would only cost dispatch.
-    cdef int64_t parts = min(extent, 4 * threads if threads > 1 else 1)
-    cdef int64_t items = batches * groups * parts, item, n, g, part, begin, end
-    if items < threads:
-        threads = <int>items
-    cdef const uint8_t *src
-    cdef uint8_t *dst
-    # Dynamic for the same reason as the tile loop: a thread that loses its core
-    # delays one item, not a static share.
-    for item in prange(items, schedule="dynamic", nogil=True,
-                       num_threads=threads if threads > 0 else 1):
-        n = item // (groups * parts)
-        g = (item // parts) % groups
-        part = item % parts
-        begin = part * extent // parts
-        end = (part + 1) * extent // parts
-        dst = out + (n * groups + g) * slab
-        if nhwc:
-            src = x + n * x_bs + g * Cg
-            fpw_q8_pack_pair16_nhwc(src, x_ps, x_signed, Cg, begin, end, <int16_t *>dst)
-        elif by_channel_group:
-            src = x + n * x_bs + g * Cg * x_cs
-            fpw_q8_pack_dot4_nchw(src, x_cs, x_signed, Cg, pixels, begin, end, dst)
-        else:
-            src = x + n * x_bs + g * Cg * x_cs
-            fpw_q8_pack_pair16_nchw(src, x_cs, x_signed, Cg, pixels, begin, end,
-                                    <int16_t *>dst)
+    p.parts = min(p.extent, 4 * threads if threads > 1 else 1)
+
+
+cdef void _pack_item(const Pack *p, int64_t item) noexcept nogil:
+    cdef int64_t n = item // (p.groups * p.parts)
+    cdef int64_t g = (item // p.parts) % p.groups
+    cdef int64_t part = item % p.parts
+    cdef int64_t begin = part * p.extent // p.parts, end = (part + 1) * p.extent // p.parts
+    cdef uint8_t *dst = p.out + (n * p.groups + g) * p.slab
+    if p.nhwc:
+        fpw_q8_pack_pair16_nhwc(p.x + n * p.x_bs + g * p.Cg, p.x_ps, p.x_signed, p.Cg,
+                                begin, end, <int16_t *>dst)
+    elif p.by_channel_group:
+        fpw_q8_pack_dot4_nchw(p.x + n * p.x_bs + g * p.Cg * p.x_cs, p.x_cs, p.x_signed,
+                              p.Cg, p.pixels, begin, end, dst)
+    else:
+        fpw_q8_pack_pair16_nchw(p.x + n * p.x_bs + g * p.Cg * p.x_cs, p.x_cs, p.x_signed,
+                                p.Cg, p.pixels, begin, end, <int16_t *>dst)
 
 
 cdef class Q8Plan:
@@ -1040,10 +1043,11 @@ cdef class Q8Plan:
                 g.b_padded = 0
                 g.bias_on_rows = 1
                 g.c_rs, g.c_cs, g.c_gs = y_cs, 1, Kg * y_cs
+        cdef Pack pack
+        pack.x, pack.x_bs, pack.x_cs, pack.x_ps = x_data, x_bs, x_cs, x_ps
+        pack.x_signed, pack.nhwc, pack.fmt = x_signed, self.nhwc, fmt
+        pack.groups, pack.Cg, pack.pixels, pack.out = G, Cg, pixels, packed
         with nogil:
-            if not in_place:
-                _pack_activations(x_data, x_bs, x_cs, x_ps, x_signed, self.nhwc, fmt,
-                                  batches, G, Cg, pixels, packed, threads)
-            _run_gemm(&g, threads)
+            _run_gemm(&g, threads, NULL if in_place else &pack)
         free(packed)
         return ya
