@@ -281,7 +281,9 @@ cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
         mb = M_full
     cdef int64_t nb = N_full
     cdef int64_t outer = g.batches * g.groups
-    cdef int64_t wanted = 4 * threads if threads > 1 else 1
+    # Eight blocks per thread: with the dynamic schedule, finer blocks even out the
+    # end of a call (int8 1024->256 14x14 at 2 threads: 649 -> 703 GOP/s).
+    cdef int64_t wanted = 8 * threads if threads > 1 else 1
     # Cut the dimension that has more quanta left until every thread has several blocks.
     while outer * ((g.M + mb - 1) // mb) * ((g.N + nb - 1) // nb) < wanted:
         if nb > n_quantum and (nb // n_quantum >= mb // m_quantum or mb <= m_quantum):
