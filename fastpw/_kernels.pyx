@@ -590,6 +590,40 @@ cdef object _output_array(out, int type_num, cnp.ndarray xa, cnp.ndarray weight,
     return ya
 
 
+cdef struct Call:
+    # One call's geometry, as the fast paths of both plans read it.
+    int64_t batches, height, width, pixels
+    int64_t x_bs, x_cs, x_ps      # element strides of x: batch, channel, pixel
+    int64_t y_bs, y_cs, y_ps      # and of the output
+    int threads
+
+
+cdef object _prepare_call(cnp.ndarray xa, out, int out_type_num, bint nhwc,
+                          int64_t in_channels, int64_t out_channels, cnp.ndarray weight,
+                          num_threads, bint check_overlap, Call *call):
+    """Fill `call` and return the output array when x (dtype already checked), `out` and
+    num_threads are in the plain form the kernels take; None otherwise."""
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(xa)
+    call.batches = dims[0]
+    cdef int64_t channels = dims[3] if nhwc else dims[1]
+    call.height = dims[1] if nhwc else dims[2]
+    call.width = dims[2] if nhwc else dims[3]
+    call.pixels = call.height * call.width
+    if channels != in_channels or call.batches == 0 or call.pixels == 0:
+        return None
+    if not _pixel_strides(xa, nhwc, &call.x_bs, &call.x_cs, &call.x_ps):
+        return None
+    call.threads = _threads_from(num_threads)
+    if call.threads == 0:
+        return None
+    ya = _output_array(out, out_type_num, xa, weight, nhwc, call.batches, out_channels,
+                       call.height, call.width, check_overlap)
+    if ya is None or not _pixel_strides(<cnp.ndarray>ya, nhwc, &call.y_bs, &call.y_cs,
+                                        &call.y_ps):
+        return None
+    return ya
+
+
 cdef inline int _threads_from(num_threads) noexcept:
     """num_threads -> a thread count, or 0 if it is not a plain int in range."""
     if num_threads is None:
@@ -653,30 +687,16 @@ cdef class F32Plan:
         cdef cnp.ndarray xa = <cnp.ndarray>x
         if cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(xa) != 4:
             return None
-        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(xa)
-        cdef int64_t batches = dims[0]
-        cdef int64_t channels = dims[3] if self.nhwc else dims[1]
-        cdef int64_t height = dims[1] if self.nhwc else dims[2]
-        cdef int64_t width = dims[2] if self.nhwc else dims[3]
-        cdef int64_t pixels = height * width
-        if channels != self.in_channels or batches == 0 or pixels == 0:
-            return None
-        cdef int64_t x_bs, x_cs, x_ps
-        if not _pixel_strides(xa, self.nhwc, &x_bs, &x_cs, &x_ps):
-            return None
-
-        cdef int threads = _threads_from(num_threads)
-        if threads == 0:
-            return None
-
-        cdef object ya = _output_array(out, cnp.NPY_FLOAT32, xa, <cnp.ndarray>self.weight,
-                                       self.nhwc, batches, self.out_channels, height, width,
-                                       check_overlap)
+        cdef Call call
+        ya = _prepare_call(xa, out, cnp.NPY_FLOAT32, self.nhwc, self.in_channels,
+                           self.out_channels, <cnp.ndarray>self.weight, num_threads,
+                           check_overlap, &call)
         if ya is None:
             return None
-        cdef int64_t y_bs, y_cs, y_ps
-        if not _pixel_strides(<cnp.ndarray>ya, self.nhwc, &y_bs, &y_cs, &y_ps):
-            return None
+        cdef int64_t batches = call.batches, pixels = call.pixels
+        cdef int64_t x_bs = call.x_bs, x_cs = call.x_cs, x_ps = call.x_ps
+        cdef int64_t y_bs = call.y_bs, y_cs = call.y_cs, y_ps = call.y_ps
+        cdef int threads = call.threads
 
         cdef Gemm g
         g.restride_a = False
@@ -929,28 +949,16 @@ cdef class Q8Plan:
         epilogue = self.epilogues.get(out_type)
         if epilogue is None:
             return None
-        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(xa)
-        cdef int64_t batches = dims[0]
-        cdef int64_t channels = dims[3] if self.nhwc else dims[1]
-        cdef int64_t height = dims[1] if self.nhwc else dims[2]
-        cdef int64_t width = dims[2] if self.nhwc else dims[3]
-        cdef int64_t pixels = height * width
-        if channels != self.in_channels or batches == 0 or pixels == 0:
-            return None
-        cdef int64_t x_bs, x_cs, x_ps
-        if not _pixel_strides(xa, self.nhwc, &x_bs, &x_cs, &x_ps):
-            return None
-        cdef int threads = _threads_from(num_threads)
-        if threads == 0:
-            return None
-        cdef object ya = _output_array(out, _OUT_NUMPY_TYPES[out_type], xa,
-                                       <cnp.ndarray>self.weight, self.nhwc, batches,
-                                       self.out_channels, height, width, check_overlap)
+        cdef Call call
+        ya = _prepare_call(xa, out, _OUT_NUMPY_TYPES[out_type], self.nhwc, self.in_channels,
+                           self.out_channels, <cnp.ndarray>self.weight, num_threads,
+                           check_overlap, &call)
         if ya is None:
             return None
-        cdef int64_t y_bs, y_cs, y_ps
-        if not _pixel_strides(<cnp.ndarray>ya, self.nhwc, &y_bs, &y_cs, &y_ps):
-            return None
+        cdef int64_t batches = call.batches, pixels = call.pixels
+        cdef int64_t x_bs = call.x_bs, x_cs = call.x_cs, x_ps = call.x_ps
+        cdef int64_t y_bs = call.y_bs, y_cs = call.y_cs, y_ps = call.y_ps
+        cdef int threads = call.threads
 
         cdef const fpw_family *fam = &fpw_families[self.family]
         cdef int fmt = fam.q8_format

@@ -12,6 +12,7 @@
 #ifndef FASTPW_Q8_AVX2_H
 #define FASTPW_Q8_AVX2_H
 
+#include "../f32/avx2.h" /* fpw_avx2_lane_mask */
 #include "../fastpw.h"
 #include "scalar.h"
 
@@ -22,15 +23,6 @@
 #define FPW_Q8_AVX2_MR 4
 #define FPW_Q8_AVX2_NV 2
 #define FPW_Q8_AVX2_NR (8 * FPW_Q8_AVX2_NV)
-
-static const int32_t fpw_q8_avx2_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-
-FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET __m256i fpw_q8_avx2_lane_mask(size_t nr, int v) {
-    ptrdiff_t remaining = (ptrdiff_t)nr - 8 * v;
-    if (remaining > 8) remaining = 8;
-    if (remaining < 0) remaining = 0;
-    return _mm256_loadu_si256((const __m256i*)(fpw_q8_avx2_mask_table + 8 - remaining));
-}
 
 FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET int32_t fpw_load_u32(const uint8_t* p) {
     int32_t v;
@@ -85,7 +77,7 @@ static FPW_Q8_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
     }
     for (size_t i = 0; i < t->mr; i++) {
         for (int v = 0; v < FPW_Q8_AVX2_NV && 8 * (size_t)v < t->nr; v++) {
-            const __m256i mask = fpw_q8_avx2_lane_mask(t->nr, v);
+            const __m256i mask = fpw_avx2_lane_mask(t->nr, v);
             __m256i bias;
             __m256 scale;
             if (t->per_row) {
@@ -107,7 +99,7 @@ FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET void fpw_q8_tile_avx2(const fpw_q8_tile* t,
                                                            const int FULL_LOADS) {
     __m256i acc[FPW_Q8_AVX2_MR][FPW_Q8_AVX2_NV];
     __m256i mask[FPW_Q8_AVX2_NV];
-    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_q8_avx2_lane_mask(t->nr, v);
+    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(t->nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_si256();
     }
