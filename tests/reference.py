@@ -21,11 +21,27 @@ EPS32 = float(np.finfo(np.float32).eps)
 TINY32 = float(np.finfo(np.float32).tiny)
 
 
-def _stride_pair(stride):
+def stride_pair(stride):
+    """An int or (sh, sw) stride as a pair of ints."""
     if isinstance(stride, (int, np.integer)):
         return int(stride), int(stride)
     sh, sw = stride
     return int(sh), int(sw)
+
+
+def channel_axis(layout):
+    return 1 if layout.upper() == "NCHW" else 3
+
+
+def x_shape(layout, n, c, h, w):
+    """The shape of an (n, c, h, w) tensor in ``layout``."""
+    return (n, c, h, w) if layout.upper() == "NCHW" else (n, h, w, c)
+
+
+def y_shape(layout, n, k, h, w, stride=1):
+    """The output shape of a 1x1 convolution: ceil(h / sh) x ceil(w / sw) pixels."""
+    sh, sw = stride_pair(stride)
+    return x_shape(layout, n, k, -(-h // sh), -(-w // sw))
 
 
 def _weight_2d(weight):
@@ -67,7 +83,7 @@ def conv1x1_reference(x, weight, bias=None, layout="NCHW", stride=1, groups=1, a
     layout, with spatial size ceil(H/sh) x ceil(W/sw) (PyTorch conv2d, 1x1 kernel, no
     padding). ``weight`` is (K, C/groups) or (K, C/groups, 1, 1).
     """
-    sh, sw = _stride_pair(stride)
+    sh, sw = stride_pair(stride)
     xs = _to_nchw(np.asarray(x, dtype=np.float64), layout)[:, :, ::sh, ::sw]
     w = _weight_2d(weight)
     n, c, ho, wo = xs.shape
@@ -197,7 +213,7 @@ def qactivation_bounds(activation, out_dtype, y_scale, y_zero_point):
 def qconv1x1_accumulators(x, weight, bias=None, *, x_zero_point, layout="NCHW", stride=1, groups=1):
     """int64 ``acc[n,k,h,w] = sum_c (x[n, g*Cg+c, h*sh, w*sw] - x_zp) * W[k,c] + b[k]`` in
     NCHW, whatever ``layout`` is."""
-    sh, sw = _stride_pair(stride)
+    sh, sw = stride_pair(stride)
     xs = _to_nchw(np.asarray(x), layout)[:, :, ::sh, ::sw].astype(np.int64)
     xs -= int(x_zero_point)
     w = np.asarray(weight)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reference import assert_matches_reference
+from reference import assert_matches_reference, channel_axis, stride_pair, x_shape, y_shape
 
 import fastpw
 
@@ -42,23 +42,6 @@ OUT_KINDS = (None, "full", "channel_slice", "other_layout", "negative_strides", 
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def stride_pair(stride):
-    return (stride, stride) if isinstance(stride, int) else tuple(stride)
-
-
-def channel_axis(layout):
-    return 1 if layout.upper() == "NCHW" else 3
-
-
-def x_shape(layout, n, c, h, w):
-    return (n, c, h, w) if layout.upper() == "NCHW" else (n, h, w, c)
-
-
-def y_shape(layout, n, k, h, w, stride=1):
-    sh, sw = stride_pair(stride)
-    return x_shape(layout, n, k, -(-h // sh), -(-w // sw))
 
 
 def random_inputs(rng, layout, n, c, h, w, k, groups=1, bias=True, weight_4d=False, scale=1.0):

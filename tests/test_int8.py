@@ -29,11 +29,15 @@ from reference import (
     INT32_MAX,
     INT32_MIN,
     QDTYPE_RANGES,
+    channel_axis,
     near_miss_requantizations,
     qactivation_bounds,
     qconv1x1_accumulators,
     qconv1x1_reference,
     requantization_witnesses,
+    stride_pair,
+    x_shape,
+    y_shape,
 )
 
 import fastpw
@@ -77,23 +81,6 @@ BIAS_KINDS = (None, "small", "medium", "large")
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def stride_pair(stride):
-    return (stride, stride) if isinstance(stride, int) else tuple(stride)
-
-
-def channel_axis(layout):
-    return 1 if layout.upper() == "NCHW" else 3
-
-
-def x_shape(layout, n, c, h, w):
-    return (n, c, h, w) if layout.upper() == "NCHW" else (n, h, w, c)
-
-
-def y_shape(layout, n, k, h, w, stride=1):
-    sh, sw = stride_pair(stride)
-    return x_shape(layout, n, k, -(-h // sh), -(-w // sw))
 
 
 def to_nchw(a, layout):

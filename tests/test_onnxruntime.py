@@ -38,6 +38,7 @@ from reference import (
     qconv1x1_accumulators,
     qconv1x1_reference,
     requantization_witnesses,
+    x_shape,
 )
 
 import fastpw
@@ -161,10 +162,6 @@ def compare(x, weight, bias, **kwargs):
     assert_same(reference, expected, "numpy reference vs ONNX Runtime")
     assert_same(got, expected, "fastpw vs ONNX Runtime")
     return got
-
-
-def x_shape(layout, n, c, h, w):
-    return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
 
 
 def random_problem(rng, layout, n, c, h, w, k, x_dtype, groups=1, per_channel=True):
