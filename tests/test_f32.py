@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from memory import MEMORY_KINDS, rearranged, unaligned_empty
 from reference import assert_matches_reference, channel_axis, stride_pair, x_shape, y_shape
 
 import fastpw
@@ -28,16 +29,7 @@ EDGE_SIZES = sorted({1, 2, 3} | {t + d for t in MR_SIZES + NR_SIZES for d in (-1
 MULTI_TILE_SIZES = (23, 25, 29, 43, 95, 97, 129)
 #: Written into ``out`` buffers before a call; float32-exact, never produced by the tests.
 SENTINEL = np.float32(12345.0)
-X_MEMORY = (
-    "contiguous",
-    "fortran",
-    "other_layout",
-    "negative_strides",
-    "channel_slice",
-    "every_other_column",
-    "unaligned",
-    "read_only",
-)
+X_MEMORY = MEMORY_KINDS
 OUT_KINDS = (None, "full", "channel_slice", "other_layout", "negative_strides", "unaligned")
 
 
@@ -53,51 +45,10 @@ def random_inputs(rng, layout, n, c, h, w, k, groups=1, bias=True, weight_4d=Fal
     return x, weight, b
 
 
-def unaligned_empty(shape):
-    """A float32 array whose data starts one byte past an aligned address."""
-    count = int(np.prod(shape))
-    raw = np.zeros(4 * count + 1, dtype=np.uint8)
-    view = np.frombuffer(raw.data, dtype=np.float32, count=count, offset=1).reshape(shape)
-    assert not view.flags.aligned and view.flags.writeable
-    return view
-
-
 def with_memory(arr, kind, layout):
-    """The same values as ``arr`` in another memory arrangement (mostly a non-contiguous
-    view). Any padding around the view holds NaN, so a kernel that reads outside the
-    view poisons its result."""
-    if kind == "contiguous":
-        view = np.ascontiguousarray(arr)
-    elif kind == "fortran":
-        view = np.asfortranarray(arr)
-    elif kind == "other_layout":
-        perm = (0, 2, 3, 1) if layout.upper() == "NCHW" else (0, 3, 1, 2)
-        view = np.ascontiguousarray(arr.transpose(perm)).transpose(np.argsort(perm))
-    elif kind == "negative_strides":
-        view = arr[:, ::-1, ::-1, ::-1].copy()[:, ::-1, ::-1, ::-1]
-    elif kind == "channel_slice":
-        axis = channel_axis(layout)
-        shape = list(arr.shape)
-        shape[axis] += 7
-        big = np.full(shape, np.nan, dtype=arr.dtype)
-        index = [slice(None)] * 4
-        index[axis] = slice(3, 3 + arr.shape[axis])
-        big[tuple(index)] = arr
-        view = big[tuple(index)]
-    elif kind == "every_other_column":
-        big = np.full(arr.shape[:3] + (2 * arr.shape[3],), np.nan, dtype=arr.dtype)
-        big[..., ::2] = arr
-        view = big[..., ::2]
-    elif kind == "unaligned":
-        view = unaligned_empty(arr.shape)
-        view[...] = arr
-    elif kind == "read_only":
-        view = arr.copy()
-        view.flags.writeable = False
-    else:
-        raise AssertionError(kind)
-    assert np.array_equal(view, arr, equal_nan=True)
-    return view
+    """``arr`` rearranged in memory (tests/memory.py); the padding around a view holds
+    NaN, so a kernel that reads outside the view poisons its result."""
+    return rearranged(arr, kind, layout, lambda shape: np.full(shape, np.nan, arr.dtype))
 
 
 def make_out(kind, shape, layout, before=3, after=5):
@@ -124,7 +75,7 @@ def make_out(kind, shape, layout, before=3, after=5):
     elif kind == "negative_strides":
         out = np.empty(shape, dtype=np.float32)[::-1, ::-1, ::-1, ::-1]
     elif kind == "unaligned":
-        out = unaligned_empty(shape)
+        out = unaligned_empty(shape, np.float32)
     else:
         raise AssertionError(kind)
     assert out.shape == tuple(shape)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from memory import MEMORY_KINDS, rearranged, unaligned_empty
 from reference import (
     INT32_MAX,
     INT32_MIN,
@@ -64,16 +65,7 @@ SENTINELS = {
     np.dtype(np.int32): -1234567,
     np.dtype(np.float32): 12345.0,
 }
-X_MEMORY = (
-    "contiguous",
-    "fortran",
-    "other_layout",
-    "negative_strides",
-    "channel_slice",
-    "every_other_column",
-    "unaligned",
-    "read_only",
-)
+X_MEMORY = MEMORY_KINDS
 OUT_KINDS = (None, "full", "channel_slice", "other_layout", "negative_strides", "unaligned")
 X_KINDS = ("uniform", "uniform", "uniform", "all_min", "all_max", "zero_point", "near_zero_point")
 W_KINDS = ("uniform", "full", "small", "sparse", "all_-128", "all_-127", "all_127")
@@ -149,60 +141,15 @@ def random_w_scale(rng, k, per_channel=True, nice=False):
     return (10.0 ** rng.uniform(-4, -1, shape)).astype(np.float32)
 
 
-def unaligned_empty(shape, dtype):
-    """An array whose data starts one byte past an aligned address (for 1-byte dtypes
-    this is only an odd address)."""
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape))
-    raw = np.zeros(dtype.itemsize * count + 1, dtype=np.uint8)
-    view = np.frombuffer(raw.data, dtype=dtype, count=count, offset=1).reshape(shape)
-    assert view.flags.writeable
-    assert dtype.itemsize == 1 or not view.flags.aligned
-    return view
-
-
 def with_memory(arr, kind, layout, rng=None):
-    """The same values as ``arr`` in another memory arrangement (mostly a non-contiguous
-    view). Padding around the view holds random values of the dtype, so a kernel that
-    reads outside the view changes its result."""
+    """``arr`` rearranged in memory (tests/memory.py); the padding around a view holds
+    random values of the dtype, so a kernel that reads outside the view changes its
+    result."""
     rng = np.random.default_rng(0) if rng is None else rng
     lo, hi = QDTYPE_RANGES[arr.dtype]
-
-    def poison(shape):
-        return rng.integers(lo, hi + 1, shape).astype(arr.dtype)
-
-    if kind == "contiguous":
-        view = np.ascontiguousarray(arr)
-    elif kind == "fortran":
-        view = np.asfortranarray(arr)
-    elif kind == "other_layout":
-        perm = (0, 2, 3, 1) if layout.upper() == "NCHW" else (0, 3, 1, 2)
-        view = np.ascontiguousarray(arr.transpose(perm)).transpose(np.argsort(perm))
-    elif kind == "negative_strides":
-        view = arr[:, ::-1, ::-1, ::-1].copy()[:, ::-1, ::-1, ::-1]
-    elif kind == "channel_slice":
-        axis = channel_axis(layout)
-        shape = list(arr.shape)
-        shape[axis] += 7
-        big = poison(shape)
-        index = [slice(None)] * 4
-        index[axis] = slice(3, 3 + arr.shape[axis])
-        big[tuple(index)] = arr
-        view = big[tuple(index)]
-    elif kind == "every_other_column":
-        big = poison(arr.shape[:3] + (2 * arr.shape[3],))
-        big[..., ::2] = arr
-        view = big[..., ::2]
-    elif kind == "unaligned":
-        view = unaligned_empty(arr.shape, arr.dtype)
-        view[...] = arr
-    elif kind == "read_only":
-        view = arr.copy()
-        view.flags.writeable = False
-    else:
-        raise AssertionError(kind)
-    assert view.dtype == arr.dtype and np.array_equal(view, arr)
-    return view
+    return rearranged(
+        arr, kind, layout, lambda shape: rng.integers(lo, hi + 1, shape).astype(arr.dtype)
+    )
 
 
 def make_out(kind, shape, layout, dtype, before=3, after=5):
