@@ -198,6 +198,38 @@ def fma_peak_gflops(str name, double seconds=0.2):
 # ---------------------------------------------------------------------------------------
 # The tile loop
 
+cdef struct Pack:
+    # Where the int8 activations of a call are and how the family reads them. The kernels
+    # read 4 bytes per (pixel, channel group): NCHW as [channel group][pixel] (DOT4 flips
+    # int8 to uint8 + 128), NHWC (PAIR16 only) as [pixel][channel group]. Each block packs
+    # the pixels it covers into its thread's scratch just before its tiles read them: the
+    # packed bytes never leave that core's L2, and no barrier separates packing from the
+    # GEMM (a call-wide pack first made both threads fetch what the other had written).
+    const uint8_t *x
+    int64_t x_bs, x_cs, x_ps
+    bint x_signed, nhwc
+    int fmt
+    int64_t Cg
+
+
+cdef void _pack_pixels(const Pack *p, int64_t batch, int64_t group, int64_t begin,
+                       int64_t end, uint8_t *out) noexcept nogil:
+    """Pack pixels [begin, end) of one (batch, group) into `out`. NCHW formats give a
+    pixel stride of 4 bytes and a channel-group stride of (end - begin) * 4; NHWC gives
+    rows of (Cg + 1) // 2 int16 pairs."""
+    cdef const uint8_t *x = p.x + batch * p.x_bs + group * p.Cg * (1 if p.nhwc else p.x_cs)
+    cdef int64_t width = end - begin
+    if p.nhwc:
+        fpw_q8_pack_pair16_nhwc(x + begin * p.x_ps, p.x_ps, p.x_signed, p.Cg, 0, width,
+                                <int16_t *>out)
+    elif p.fmt == FPW_Q8_DOT4:
+        fpw_q8_pack_dot4_nchw(x + begin, p.x_cs, p.x_signed, p.Cg, width, 0, (p.Cg + 3) // 4,
+                              out)
+    else:
+        fpw_q8_pack_pair16_nchw(x + begin, p.x_cs, p.x_signed, p.Cg, width, 0, width,
+                                <int16_t *>out)
+
+
 cdef struct Gemm:
     # C[M x N] = A[M x K] * B[K x N] for each (batch, group), plus the epilogue. Pointers
     # and strides of A and B are in bytes, so one tile loop serves float32 (K counts
@@ -224,8 +256,14 @@ cdef struct Gemm:
     # one L1 set: a tile's MR rows then evict each other. restride_a copies each block's
     # rows to a per-thread buffer with a stride one cache line longer, at memcpy speed.
     bint restride_a
+    int64_t restrided_rs, row_bytes
+    # int8 activations packed block by block (see Pack), or NULL. pack_on_columns: the
+    # pixels are B's columns (NCHW direct); otherwise they are A's rows.
+    const Pack *pack
+    bint pack_on_columns
+    # Per-thread buffers of either: scratch_stride bytes each, 64-byte aligned.
     char *scratch
-    int64_t scratch_stride, restrided_rs, row_bytes
+    int64_t scratch_stride
     # float32: reduce over K in blocks of kc_block (0: in one pass), see KC_BLOCK.
     int64_t kc_block
     # Exactly one kernel is set: the float32 or the int8 microkernel.
@@ -280,6 +318,10 @@ cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
     if mb > M_full:
         mb = M_full
     cdef int64_t nb = N_full
+    if g.pack != NULL and g.pack_on_columns:
+        # A block's packed columns (K groups of 4 bytes each) stay in L2 as well.
+        nb = min(N_full, max(n_quantum, (L2_BLOCK_BYTES // (4 * max(g.K, 1)))
+                             // n_quantum * n_quantum))
     cdef int64_t outer = g.batches * g.groups
     # Eight blocks per thread: with the dynamic schedule, finer blocks even out the
     # end of a call (int8 1024->256 14x14 at 2 threads: 649 -> 703 GOP/s).
@@ -302,8 +344,12 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     cdef int64_t per_gemm = g.m_blocks * g.n_blocks
     cdef int64_t outer = item // per_gemm, inner = item % per_gemm
     cdef int64_t batch = outer // g.groups, group = outer % g.groups
-    cdef int64_t i_begin = (inner // g.n_blocks) * g.mb
-    cdef int64_t j_begin = (inner % g.n_blocks) * g.nb
+    cdef int64_t m_index = inner // g.n_blocks, n_index = inner % g.n_blocks
+    if g.pack != NULL and g.pack_on_columns:
+        # Column-major order: consecutive blocks share their packed columns.
+        m_index = inner % g.m_blocks
+        n_index = inner // g.m_blocks
+    cdef int64_t i_begin = m_index * g.mb, j_begin = n_index * g.nb
     cdef int64_t i_end = min(i_begin + g.mb, g.M), j_end = min(j_begin + g.nb, g.N)
     cdef const char *a = g.a + batch * g.a_bs + group * g.a_gs
     cdef const char *b = g.b + batch * g.b_bs + group * g.b_gs
@@ -314,10 +360,11 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
         bias = g.bias + group * g.bias_gs * 4
     if g.scale != NULL:
         scale = g.scale + group * g.bias_gs
-    cdef int64_t a_rs = g.a_rs, a_ts = g.a_ts
-    cdef int64_t a_first_row = 0  # the row of A that `a` points at
+    cdef int64_t a_rs = g.a_rs, a_cs = g.a_cs, a_ts = g.a_ts, b_rs = g.b_rs
+    cdef int64_t a_first_row = 0, b_first_column = 0  # where `a` and `b` start
     cdef char *rows
-    cdef int64_t i0, j0, mr, nr, at
+    cdef int64_t i0, j0, mr, nr, at, packed_block, pixel_begin, pixel_end
+    cdef int64_t *packed_tag
     if g.restride_a:
         rows = g.scratch + fpw_thread_num() * g.scratch_stride
         for i0 in range(i_end - i_begin):
@@ -326,13 +373,33 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
         a_first_row = i_begin
         a_rs = g.restrided_rs
         a_ts = g.MR * g.restrided_rs
+    if g.pack != NULL:
+        # The thread's buffer: a 64-byte header naming the block whose pixels it holds,
+        # then the packed pixels. A block whose pixels are already there packs nothing.
+        rows = g.scratch + fpw_thread_num() * g.scratch_stride
+        packed_tag = <int64_t *>rows
+        pixel_begin, pixel_end = (j_begin, j_end) if g.pack_on_columns else (i_begin, i_end)
+        packed_block = outer * (g.n_blocks if g.pack_on_columns else g.m_blocks) + (
+            n_index if g.pack_on_columns else m_index)
+        if packed_tag[0] != packed_block:
+            _pack_pixels(g.pack, batch, group, pixel_begin, pixel_end, <uint8_t *>rows + 64)
+            packed_tag[0] = packed_block
+        if g.pack_on_columns:
+            b = rows + 64
+            b_first_column = j_begin
+            b_rs = (j_end - j_begin) * 4  # channel-group stride of the packed columns
+        else:
+            a = rows + 64
+            a_first_row = i_begin
+            if not g.pack.nhwc:
+                a_cs = (i_end - i_begin) * 4  # channel-group stride of the packed rows
 
     cdef fpw_f32_tile ft
     cdef fpw_q8_tile qt
     if g.f32_kernel != NULL:
         ft.a_rs = a_rs // 4
-        ft.a_cs = g.a_cs // 4
-        ft.b_rs = g.b_rs // 4
+        ft.a_cs = a_cs // 4
+        ft.b_rs = b_rs // 4
         ft.b_padded = g.b_padded
         ft.c_rs = g.c_rs
         ft.c_cs = g.c_cs
@@ -342,11 +409,11 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
         ft.hi = g.hi
     else:
         qt.a_rs = a_rs
-        qt.a_cs = g.a_cs
+        qt.a_cs = a_cs
         qt.a_tail = g.a_tail
         qt.a_is_data = g.a_is_data
         qt.a_flip_sign = g.a_flip_sign
-        qt.b_rs = g.b_rs
+        qt.b_rs = b_rs
         qt.b_padded = g.b_padded
         qt.c_rs = g.c_rs
         qt.c_cs = g.c_cs
@@ -376,7 +443,7 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
                     ft.nr = nr
                     ft.a = <const float *>(a + ((i0 - a_first_row) // g.MR) * a_ts
                                            + k0 * g.a_cs)
-                    ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts + k0 * g.b_rs)
+                    ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts + k0 * b_rs)
                     ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
                     ft.bias = NULL if bias == NULL else <const float *>bias + at
                     g.f32_kernel(&ft)
@@ -384,7 +451,7 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
                     qt.mr = mr
                     qt.nr = nr
                     qt.a = <const uint8_t *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
-                    qt.b = <const uint8_t *>(b + (j0 // g.NR) * g.b_ts)
+                    qt.b = <const uint8_t *>(b + ((j0 - b_first_column) // g.NR) * g.b_ts)
                     qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
                     qt.bias = <const int32_t *>bias + at
                     qt.scale = scale + at
@@ -396,9 +463,9 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
             break
 
 
-cdef void _run_gemm(Gemm *g, int threads, Pack *pack=NULL) noexcept nogil:
-    """Run every block of g; first, if `pack` is given, pack the activations, in the same
-    parallel region (one fork/join, and every thread packs)."""
+cdef int _run_gemm(Gemm *g, int threads) noexcept nogil:
+    """Run every block of g, on up to `threads` threads. Returns 0, or -1 when there was
+    no memory for the packing buffers (restriding falls back to reading in place)."""
     cdef double flops = 2.0 * g.M * g.N * g.K * g.batches * g.groups
     if g.q8_kernel != NULL:
         flops *= 2  # K counts groups of 2 or 4 channels; this errs toward fewer threads
@@ -407,38 +474,38 @@ cdef void _run_gemm(Gemm *g, int threads, Pack *pack=NULL) noexcept nogil:
         threads = useful if useful > 1 else 1
     _plan_blocks(g, threads)
     cdef int64_t items = g.batches * g.groups * g.m_blocks * g.n_blocks
-    cdef int64_t item
+    cdef int64_t item, thread
     if threads > items:
         threads = <int>items
-    cdef void *scratch = NULL
+    g.scratch_stride = 0
     if g.restride_a:
         g.restrided_rs = g.row_bytes + 64
         g.scratch_stride = g.mb * g.restrided_rs
+    elif g.pack != NULL:
+        # Every packed pixel takes K channel groups of 4 bytes, after a 64-byte header.
+        g.scratch_stride = 64 + _round_up((g.nb if g.pack_on_columns else g.mb) * g.K * 4, 64)
+    cdef void *scratch = NULL
+    if g.scratch_stride:
         scratch = malloc(threads * g.scratch_stride + 64)
-        if scratch == NULL:  # read A in place: slower, still right
-            g.restride_a = False
+        if scratch == NULL:
+            if g.pack != NULL:
+                return -1
+            g.restride_a = False  # read A in place: slower, still right
         else:
             g.scratch = <char *>((<uintptr_t>scratch + 63) // 64 * 64)
-    if pack != NULL:
-        _plan_pack(pack, threads)
-        pack.items = g.batches * g.groups * pack.parts
+            for thread in range(threads):
+                (<int64_t *>(g.scratch + thread * g.scratch_stride))[0] = -1  # holds nothing
     if threads <= 1:
-        if pack != NULL:
-            for item in range(pack.items):
-                _pack_item(pack, item)
         for item in range(items):
             _run_block(g, item)
     else:
         # Dynamic: on shared or busy cores a descheduled thread delays one block, not a
         # static share of them. Which thread runs a block never changes its result.
         with parallel(num_threads=threads):
-            if pack != NULL:
-                for item in prange(pack.items, schedule="dynamic", chunksize=1):
-                    _pack_item(pack, item)
-            # (prange ends with a barrier: every block sees the whole packed input)
             for item in prange(items, schedule="dynamic", chunksize=1):
                 _run_block(g, item)
     free(scratch)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -699,6 +766,7 @@ cdef class F32Plan:
         cdef int threads = call.threads
 
         cdef Gemm g
+        g.pack = NULL
         g.restride_a = False
         cdef const fpw_family *fam = &fpw_families[self.family]
         cdef int64_t Kg = self.out_channels // self.groups
@@ -834,45 +902,6 @@ cdef cnp.ndarray _pack_q8_panels(const int8_t[:, ::1] w, int64_t groups, int64_t
     return out
 
 
-cdef struct Pack:
-    # int8 activations into the family's format, 4 bytes per (pixel, channel group):
-    # NCHW as [batch][group][channel group][pixel] (DOT4 flips int8 to uint8 + 128 here),
-    # NHWC (PAIR16 only) as [batch][group][pixel][channel group]. Each (batch, group)
-    # slab is cut into `parts` contiguous ranges of channel groups (DOT4 NCHW) or pixels.
-    const uint8_t *x
-    int64_t x_bs, x_cs, x_ps
-    bint x_signed, nhwc, by_channel_group
-    int fmt
-    int64_t groups, Cg, pixels, slab, extent, parts, items
-    uint8_t *out
-
-
-cdef void _plan_pack(Pack *p, int threads) noexcept nogil:
-    cdef int64_t group_size = 4 if p.fmt == FPW_Q8_DOT4 else 2
-    p.slab = ((p.Cg + group_size - 1) // group_size) * p.pixels * 4
-    p.by_channel_group = p.fmt == FPW_Q8_DOT4 and not p.nhwc
-    p.extent = (p.Cg + group_size - 1) // group_size if p.by_channel_group else p.pixels
-    # A few parts per thread keep the load balanced; more would only cost dispatch.
-    p.parts = min(p.extent, 4 * threads if threads > 1 else 1)
-
-
-cdef void _pack_item(const Pack *p, int64_t item) noexcept nogil:
-    cdef int64_t n = item // (p.groups * p.parts)
-    cdef int64_t g = (item // p.parts) % p.groups
-    cdef int64_t part = item % p.parts
-    cdef int64_t begin = part * p.extent // p.parts, end = (part + 1) * p.extent // p.parts
-    cdef uint8_t *dst = p.out + (n * p.groups + g) * p.slab
-    if p.nhwc:
-        fpw_q8_pack_pair16_nhwc(p.x + n * p.x_bs + g * p.Cg, p.x_ps, p.x_signed, p.Cg,
-                                begin, end, <int16_t *>dst)
-    elif p.by_channel_group:
-        fpw_q8_pack_dot4_nchw(p.x + n * p.x_bs + g * p.Cg * p.x_cs, p.x_cs, p.x_signed,
-                              p.Cg, p.pixels, begin, end, dst)
-    else:
-        fpw_q8_pack_pair16_nchw(p.x + n * p.x_bs + g * p.Cg * p.x_cs, p.x_cs, p.x_signed,
-                                p.Cg, p.pixels, begin, end, <int16_t *>dst)
-
-
 cdef class Q8Plan:
     """An int8 1x1 convolution bound to one kernel family: weights packed in its int8
     format, the input zero point folded into the bias, the epilogues ready.
@@ -995,15 +1024,15 @@ cdef class Q8Plan:
         g.a_tail = 0
         g.a_flip_sign = 0
 
-        # The activations as the kernels read them: NHWC DOT4 in place, otherwise packed.
+        # The activations as the kernels read them: NHWC DOT4 in place, otherwise packed
+        # block by block (the strides of the packed operand are set per block).
         cdef bint in_place = self.nhwc and fmt == FPW_Q8_DOT4
-        cdef uint8_t *packed = NULL
-        cdef int64_t slab = Cgg * pixels * 4
-        if not in_place:
-            packed = <uint8_t *>malloc(batches * G * slab + 64)
-            if packed == NULL:
-                raise MemoryError("fastpw: no memory to pack the int8 input")
         cdef const uint8_t *x_data = <const uint8_t *>cnp.PyArray_DATA(xa)
+        cdef Pack pack
+        pack.x, pack.x_bs, pack.x_cs, pack.x_ps = x_data, x_bs, x_cs, x_ps
+        pack.x_signed, pack.nhwc, pack.fmt, pack.Cg = x_signed, self.nhwc, fmt, Cg
+        g.pack = NULL if in_place else &pack
+        g.pack_on_columns = not self.nhwc and not transposed
 
         if self.nhwc:
             # Rows are pixels, columns output channels read from the column panels.
@@ -1023,8 +1052,8 @@ cdef class Q8Plan:
                 g.a_tail = Cg % 4
                 g.a_flip_sign = x_signed
             else:
-                g.a = <const char *>packed
-                g.a_rs, g.a_bs, g.a_gs = Cgg * 4, G * slab, slab
+                g.a = NULL
+                g.a_rs, g.a_bs, g.a_gs = Cgg * 4, 0, 0
                 g.K = Cgg
             g.a_ts = MR * g.a_rs
         else:
@@ -1032,8 +1061,8 @@ cdef class Q8Plan:
             if transposed:
                 # Rows are pixels read down the packed channel groups, output transposed.
                 g.M, g.N = pixels, Kg
-                g.a = <const char *>packed
-                g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = 4, pixels * 4, MR * 4, G * slab, slab
+                g.a = NULL
+                g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = 4, 0, MR * 4, 0, 0
                 g.a_is_data = 1
                 g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>column_panels)
                 g.b_rs, g.b_ts, g.b_bs = NR * 4, Cgg * NR * 4, 0
@@ -1048,16 +1077,14 @@ cdef class Q8Plan:
                 g.a_rs, g.a_cs, g.a_ts, g.a_bs = 4, MR * 4, Cgg * MR * 4, 0
                 g.a_gs = ((Kg + MR - 1) // MR) * Cgg * MR * 4
                 g.a_is_data = 0
-                g.b = <const char *>packed
-                g.b_rs, g.b_ts, g.b_bs, g.b_gs = pixels * 4, NR * 4, G * slab, slab
+                g.b = NULL
+                g.b_rs, g.b_ts, g.b_bs, g.b_gs = 0, NR * 4, 0, 0
                 g.b_padded = 0
                 g.bias_on_rows = 1
                 g.c_rs, g.c_cs, g.c_gs = y_cs, 1, Kg * y_cs
-        cdef Pack pack
-        pack.x, pack.x_bs, pack.x_cs, pack.x_ps = x_data, x_bs, x_cs, x_ps
-        pack.x_signed, pack.nhwc, pack.fmt = x_signed, self.nhwc, fmt
-        pack.groups, pack.Cg, pack.pixels, pack.out = G, Cg, pixels, packed
+        cdef int status
         with nogil:
-            _run_gemm(&g, threads, NULL if in_place else &pack)
-        free(packed)
+            status = _run_gemm(&g, threads)
+        if status != 0:
+            raise MemoryError("fastpw: no memory to pack the int8 input")
         return ya

@@ -40,34 +40,53 @@ FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __mmask16 fpw_q8_vnni_lane_mask(size_t nr, 
     return (__mmask16)((1u << remaining) - 1u);
 }
 
+/* The epilogue's constants, copied out of the tile once: read through `t`, the compiler
+ * would reload them after every byte store (a char store may alias anything). */
+typedef struct fpw_q8_vnni_requant {
+    int out_type, clamp, per_row;
+    __m512 lo, hi;
+    __m512i zero_point;
+} fpw_q8_vnni_requant;
+
 /* One 16-lane vector of accumulators (bias added) through the epilogue: the final
  * values as int32 lanes (8-bit and int32 outputs) or float lanes (float32 output). */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m512i fpw_q8_vnni_finish(const fpw_q8_tile* t, __m512i acc,
+FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m512i fpw_q8_vnni_finish(const fpw_q8_vnni_requant* r, __m512i acc,
                                                                 __m512 scale) {
-    if (t->out_type == FPW_Q8_OUT_S32) return acc;
+    if (r->out_type == FPW_Q8_OUT_S32) return acc;
     __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
-    if (t->out_type == FPW_Q8_OUT_F32) {
-        if (t->clamp) v = _mm512_min_ps(_mm512_set1_ps(t->hi), _mm512_max_ps(_mm512_set1_ps(t->lo), v));
+    if (r->out_type == FPW_Q8_OUT_F32) {
+        if (r->clamp) v = _mm512_min_ps(r->hi, _mm512_max_ps(r->lo, v));
         return _mm512_castps_si512(v);
     }
-    v = _mm512_min_ps(_mm512_set1_ps(t->hi), _mm512_max_ps(_mm512_set1_ps(t->lo), v));
+    v = _mm512_min_ps(r->hi, _mm512_max_ps(r->lo, v));
     const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm512_add_epi32(q, _mm512_set1_epi32(t->zero_point));
+    return _mm512_add_epi32(q, r->zero_point);
 }
 
-/* Store finished lanes along unit stride under a mask, narrowing 8-bit outputs. */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_q8_vnni_store(const fpw_q8_tile* t, __m512i y, __mmask16 mask,
-                                                            ptrdiff_t offset) {
-    switch (t->out_type) {
-        case FPW_Q8_OUT_U8:
-            _mm512_mask_cvtusepi32_storeu_epi8((uint8_t*)t->c + offset, mask, y);
-            break;
-        case FPW_Q8_OUT_S8:
-            _mm512_mask_cvtsepi32_storeu_epi8((int8_t*)t->c + offset, mask, y);
-            break;
-        default: /* int32 and float32 lanes are both 32-bit */
-            _mm512_mask_storeu_epi32((int32_t*)t->c + offset, mask, y);
+/* Finished lanes narrowed to 16 bytes with saturation (8-bit outputs). The empty asm
+ * keeps the compiler from fusing the narrowing into a store: vpmovusdb/vpmovsdb with a
+ * memory operand is several times slower than the register form plus a plain store. */
+FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m128i fpw_q8_vnni_narrow(const fpw_q8_vnni_requant* r, __m512i y) {
+    __m128i bytes = r->out_type == FPW_Q8_OUT_U8 ? _mm512_cvtusepi32_epi8(y) : _mm512_cvtsepi32_epi8(y);
+    __asm__("" : "+v"(bytes));
+    return bytes;
+}
+
+/* Bias and finish for lanes [16v, 16v + 16) of tile row i. */
+FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m512i fpw_q8_vnni_finish_row(const fpw_q8_tile* t,
+                                                                    const fpw_q8_vnni_requant* r,
+                                                                    const int32_t* tile_row, size_t i, int v,
+                                                                    __mmask16 mask) {
+    __m512i bias;
+    __m512 scale;
+    if (r->per_row) {
+        bias = _mm512_set1_epi32(t->bias[i]);
+        scale = _mm512_set1_ps(t->scale[i]);
+    } else {
+        bias = _mm512_maskz_loadu_epi32(mask, t->bias + 16 * v);
+        scale = _mm512_maskz_loadu_ps(mask, t->scale + 16 * v);
     }
+    return fpw_q8_vnni_finish(r, _mm512_add_epi32(_mm512_load_si512(tile_row + 16 * v), bias), scale);
 }
 
 /* In-register transpose of a 16 x 16 byte matrix (row i in r[i] becomes column i):
@@ -96,59 +115,60 @@ FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_transpose_16x16_u8(__m128i r[16]) 
     }
 }
 
-/* A finished tile of bytes (row-major, rows tile_rs bytes apart) to C transposed, for
- * 8-bit output with c_rs == 1: each output channel's run of mr pixels goes out in one
- * masked store. Scattering byte by byte instead floods the store queue and stalls the
- * next tile's loads (it halved the speed of NCHW layers with 7x7 pixels). */
-static FPW_Q8_VNNI_TARGET void fpw_q8_vnni_store_transposed_bytes(const fpw_q8_tile* t, const uint8_t* tile,
-                                                                  size_t tile_rs) {
-    const __mmask16 rows = (__mmask16)((1u << t->mr) - 1u);
-    for (size_t first = 0; first < t->nr; first += 16) {
-        __m128i r[16];
-        FPW_UNROLL for (int i = 0; i < 16; i++) r[i] =
-            (size_t)i < t->mr ? _mm_loadu_si128((const __m128i*)(tile + i * tile_rs + first))
-                              : _mm_setzero_si128();
-        fpw_transpose_16x16_u8(r);
-        const size_t last = t->nr < first + 16 ? t->nr : first + 16;
-        for (size_t j = first; j < last; j++)
-            _mm_mask_storeu_epi8((uint8_t*)t->c + (ptrdiff_t)j * t->c_cs, rows, r[j - first]);
-    }
-}
-
 /* Bias, requantization and stores for a finished tile of accumulators. */
 static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
     const fpw_q8_tile* t, int32_t tile[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NR]) {
-    if (t->c_cs != 1) {
-        /* Transposed output (NCHW with pixels as rows): finish the tile with vector
-         * stores into a row-major buffer, then copy it out transposed. */
-        int32_t finished[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NR];
-        fpw_q8_tile row_major = *t;
-        row_major.c = finished;
-        row_major.c_rs = FPW_Q8_VNNI_NR;
-        row_major.c_cs = 1;
-        fpw_q8_vnni_epilogue(&row_major, tile);
-        if (t->c_rs == 1 && (t->out_type == FPW_Q8_OUT_U8 || t->out_type == FPW_Q8_OUT_S8))
-            fpw_q8_vnni_store_transposed_bytes(t, (const uint8_t*)finished, FPW_Q8_VNNI_NR);
-        else
-            fpw_q8_store_transposed(t, finished, FPW_Q8_VNNI_NR);
-        return;
-    }
-    for (size_t i = 0; i < t->mr; i++) {
-        for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < t->nr; v++) {
-            const __mmask16 mask = fpw_q8_vnni_lane_mask(t->nr, v);
-            __m512i bias;
-            __m512 scale;
-            if (t->per_row) {
-                bias = _mm512_set1_epi32(t->bias[i]);
-                scale = _mm512_set1_ps(t->scale[i]);
-            } else {
-                bias = _mm512_maskz_loadu_epi32(mask, t->bias + 16 * v);
-                scale = _mm512_maskz_loadu_ps(mask, t->scale + 16 * v);
+    const fpw_q8_vnni_requant r = {
+        .out_type = t->out_type,
+        .clamp = t->clamp,
+        .per_row = t->per_row,
+        .lo = _mm512_set1_ps(t->lo),
+        .hi = _mm512_set1_ps(t->hi),
+        .zero_point = _mm512_set1_epi32(t->zero_point),
+    };
+    const size_t mr = t->mr, nr = t->nr;
+    const ptrdiff_t c_rs = t->c_rs, c_cs = t->c_cs;
+    const int bytes_out = r.out_type == FPW_Q8_OUT_U8 || r.out_type == FPW_Q8_OUT_S8;
+    if (c_cs == 1) {
+        for (size_t i = 0; i < mr; i++) {
+            for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
+                const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+                const __m512i y = fpw_q8_vnni_finish_row(t, &r, tile[i], i, v, mask);
+                if (bytes_out)
+                    _mm_mask_storeu_epi8((uint8_t*)t->c + (ptrdiff_t)i * c_rs + 16 * v, mask,
+                                         fpw_q8_vnni_narrow(&r, y));
+                else /* int32 and float32 lanes are both 32-bit */
+                    _mm512_mask_storeu_epi32((int32_t*)t->c + (ptrdiff_t)i * c_rs + 16 * v, mask, y);
             }
-            const __m512i acc = _mm512_add_epi32(_mm512_load_si512(&tile[i][16 * v]), bias);
-            const __m512i y = fpw_q8_vnni_finish(t, acc, scale);
-            fpw_q8_vnni_store(t, y, mask, (ptrdiff_t)i * t->c_rs + 16 * v);
         }
+    } else if (c_rs == 1 && bytes_out) {
+        /* Transposed bytes (NCHW with pixels as rows): each 16-lane slice of the tile
+         * narrows into 16-byte rows, is transposed in registers, and each output
+         * channel's run of mr pixels goes out in one masked store. Storing byte by byte
+         * instead floods the store queue (it halved the speed of 7x7 NCHW layers). */
+        const __mmask16 rows = (__mmask16)((1u << mr) - 1u);
+        for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
+            const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+            __m128i bytes[16];
+            FPW_UNROLL for (int i = 0; i < 16; i++) bytes[i] =
+                (size_t)i < mr
+                    ? fpw_q8_vnni_narrow(&r, fpw_q8_vnni_finish_row(t, &r, tile[i], (size_t)i, v, mask))
+                    : _mm_setzero_si128();
+            fpw_transpose_16x16_u8(bytes);
+            const size_t lanes = nr - 16 * (size_t)v < 16 ? nr - 16 * (size_t)v : 16;
+            for (size_t j = 0; j < lanes; j++)
+                _mm_mask_storeu_epi8((uint8_t*)t->c + (ptrdiff_t)(16 * v + j) * c_cs, rows, bytes[j]);
+        }
+    } else {
+        /* Other transposed outputs: finish into a row-major buffer, then scatter. */
+        int32_t finished[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NR];
+        for (size_t i = 0; i < mr; i++) {
+            for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
+                const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+                _mm512_storeu_si512(&finished[i][16 * v], fpw_q8_vnni_finish_row(t, &r, tile[i], i, v, mask));
+            }
+        }
+        fpw_q8_store_transposed(t, finished, FPW_Q8_VNNI_NR);
     }
 }
 
