@@ -34,7 +34,7 @@ threadpoolctl).
 
 import os as _os
 
-from . import _kernels
+from . import _kernels, quant
 from ._api import Conv1x1, QConv1x1, QParams, conv1x1
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ __all__ = [
     "isa",
     "max_threads",
     "openmp_enabled",
+    "quant",
 ]
 
 cpu_features = _kernels.cpu_features

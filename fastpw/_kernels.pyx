@@ -90,6 +90,18 @@ cdef extern from "fastpw/dispatch.h" nogil:
         int amx_tile, amx_int8
         int neon, asimddp
 
+    ctypedef struct fpw_quant_run:
+        size_t n
+        const float *scale
+        const int32_t *zero_point
+        int per_element
+        int is_signed
+
+    ctypedef void (*fpw_quantize_fn)(const float *x, void *y,
+                                     const fpw_quant_run *run) noexcept nogil
+    ctypedef void (*fpw_dequantize_fn)(const void *xq, float *y,
+                                       const fpw_quant_run *run) noexcept nogil
+
     ctypedef struct fpw_family:
         const char *name
         size_t mr, nr
@@ -98,6 +110,8 @@ cdef extern from "fastpw/dispatch.h" nogil:
         int q8_format
         size_t q8_mr, q8_nr
         fpw_q8_gemm_fn q8_gemm
+        fpw_quantize_fn quantize
+        fpw_dequantize_fn dequantize
         double (*fma_peak_loop)(long iterations) noexcept nogil
         int (*supported)(const fpw_cpu_features *cpu) noexcept nogil
 
@@ -1088,3 +1102,104 @@ cdef class Q8Plan:
         if status != 0:
             raise MemoryError("fastpw: no memory to pack the int8 input")
         return ya
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise quantize / dequantize (fastpw.quant)
+
+cdef enum:
+    # Elements per work item, and the least work worth waking another thread for.
+    QUANT_CHUNK = 16384
+    QUANT_MIN_PER_THREAD = 65536
+
+
+cdef struct QuantJob:
+    # The arrays seen as (outer, axis_len, inner), C-contiguous; scale and zero point have
+    # axis_len entries (1 for per tensor). Per element (inner == 1, axis_len > 1): an item
+    # is rows_per_item whole rows of axis_len elements, each element with its own scale.
+    # Otherwise: an item is up to QUANT_CHUNK elements of one row of inner elements,
+    # which share one scale.
+    const char *src
+    char *dst
+    const float *scale
+    const int32_t *zero_point
+    int64_t outer, axis_len, inner
+    int64_t chunks_per_row, rows_per_item
+    bint per_element, is_signed, quantizing
+    int family
+
+
+cdef void _quant_item(const QuantJob *j, int64_t item) noexcept nogil:
+    cdef fpw_quant_run run
+    cdef int64_t row, row_end, start, chunk, axis_index
+    run.per_element = j.per_element
+    run.is_signed = j.is_signed
+    if j.per_element:
+        run.n = j.axis_len
+        run.scale = j.scale
+        run.zero_point = j.zero_point
+        row = item * j.rows_per_item
+        row_end = min(row + j.rows_per_item, j.outer)
+        while row < row_end:
+            _quant_span(j, row * j.axis_len, &run)
+            row += 1
+    else:
+        row = item // j.chunks_per_row
+        chunk = item % j.chunks_per_row
+        start = row * j.inner + chunk * QUANT_CHUNK
+        run.n = min(<int64_t>QUANT_CHUNK, j.inner - chunk * QUANT_CHUNK)
+        axis_index = row % j.axis_len
+        run.scale = j.scale + axis_index
+        run.zero_point = j.zero_point + axis_index
+        _quant_span(j, start, &run)
+
+
+cdef inline void _quant_span(const QuantJob *j, int64_t start,
+                             const fpw_quant_run *run) noexcept nogil:
+    if j.quantizing:
+        fpw_families[j.family].quantize(<const float *>j.src + start, j.dst + start, run)
+    else:
+        fpw_families[j.family].dequantize(j.src + start, <float *>j.dst + start, run)
+
+
+def quantize_elementwise(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray scale,
+                         cnp.ndarray zero_point, int64_t inner, bint quantizing,
+                         num_threads):
+    """dst = quantize(src) (quantizing) or dequantize(src), elementwise.
+
+    src and dst: C-contiguous, the same size; float32 and uint8/int8 (either way round).
+    scale: float32 (A,), zero_point: int32 (A,), contiguous; the arrays are seen as
+    (outer, A, inner). The Python layer (fastpw.quant) validates everything.
+    """
+    cdef QuantJob j
+    cdef int64_t n = cnp.PyArray_SIZE(src)
+    cdef cnp.ndarray quantized = dst if quantizing else src
+    j.src = <const char *>cnp.PyArray_DATA(src)
+    j.dst = <char *>cnp.PyArray_DATA(dst)
+    j.scale = <const float *>cnp.PyArray_DATA(scale)
+    j.zero_point = <const int32_t *>cnp.PyArray_DATA(zero_point)
+    j.axis_len = cnp.PyArray_SIZE(scale)
+    j.inner = inner
+    j.outer = n // (j.axis_len * inner) if n else 0
+    j.per_element = inner == 1 and j.axis_len > 1
+    j.is_signed = cnp.PyArray_TYPE(quantized) == cnp.NPY_INT8
+    j.quantizing = quantizing
+    j.family = _active_family
+    cdef int64_t items
+    if j.per_element:
+        j.rows_per_item = max(1, QUANT_CHUNK // j.axis_len)
+        items = (j.outer + j.rows_per_item - 1) // j.rows_per_item
+    else:
+        j.chunks_per_row = (inner + QUANT_CHUNK - 1) // QUANT_CHUNK
+        items = j.outer * j.axis_len * j.chunks_per_row
+    cdef int threads = _threads_from(num_threads)
+    threads = <int>max(1, min(<int64_t>threads, n // QUANT_MIN_PER_THREAD, items))
+    cdef int64_t item
+    with nogil:
+        if threads <= 1:
+            for item in range(items):
+                _quant_item(&j, item)
+        else:
+            with parallel(num_threads=threads):
+                for item in prange(items, schedule="dynamic", chunksize=1):
+                    _quant_item(&j, item)

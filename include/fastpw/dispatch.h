@@ -2,10 +2,10 @@
  * Kernel families, best first, and the choice among them.
  *
  * A family is everything the tile loop needs to know about one ISA: its register tile
- * (MR x NR), its float32 microkernel and a peak-FMA probe. The table is filled at compile
- * time with every family this architecture can have; at run time the first one whose
- * CPU requirements hold is the default, and FASTPW_ISA (or fastpw._set_isa) may pick
- * any other supported one.
+ * (MR x NR), its float32 and int8 microkernels, its quantize/dequantize loops and a
+ * peak-FMA probe. The table is filled at compile time with every family this
+ * architecture can have; at run time the first one whose CPU requirements hold is the
+ * default, and FASTPW_ISA (or fastpw._set_isa) may pick any other supported one.
  */
 #ifndef FASTPW_DISPATCH_H
 #define FASTPW_DISPATCH_H
@@ -18,6 +18,7 @@
 #include "q8/avx2.h"
 #include "q8/avx512vnni.h"
 #include "q8/scalar.h"
+#include "quant.h"
 
 typedef struct fpw_family {
     const char* name;
@@ -27,6 +28,8 @@ typedef struct fpw_family {
     int q8_format;       /* FPW_Q8_DOT4 or FPW_Q8_PAIR16: how int8 operands are laid out */
     size_t q8_mr, q8_nr; /* int8 register tile */
     fpw_q8_gemm_fn q8_gemm;
+    fpw_quantize_fn quantize; /* fastpw.quant's elementwise conversions */
+    fpw_dequantize_fn dequantize;
     double (*fma_peak_loop)(long iterations); /* returns flops done; NULL if none */
     int (*supported)(const fpw_cpu_features* cpu);
 } fpw_family;
@@ -60,6 +63,8 @@ static const fpw_family fpw_families[] = {
      .q8_mr = FPW_Q8_VNNI_MR,
      .q8_nr = FPW_Q8_VNNI_NR,
      .q8_gemm = fpw_q8_gemm_12x32__avx512vnni,
+     .quantize = fpw_quantize__avx512,
+     .dequantize = fpw_dequantize__avx512,
      .fma_peak_loop = fpw_fma_peak_loop__avx512,
      .supported = fpw_has_avx512_vnni},
     /* AVX-512 without VNNI (Skylake-SP): float32 in zmm, int8 through exact vpmaddwd. */
@@ -72,6 +77,8 @@ static const fpw_family fpw_families[] = {
      .q8_mr = FPW_Q8_AVX2_MR,
      .q8_nr = FPW_Q8_AVX2_NR,
      .q8_gemm = fpw_q8_gemm_4x16__avx2,
+     .quantize = fpw_quantize__avx512,
+     .dequantize = fpw_dequantize__avx512,
      .fma_peak_loop = fpw_fma_peak_loop__avx512,
      .supported = fpw_has_avx512},
     {.name = "avx2",
@@ -83,6 +90,8 @@ static const fpw_family fpw_families[] = {
      .q8_mr = FPW_Q8_AVX2_MR,
      .q8_nr = FPW_Q8_AVX2_NR,
      .q8_gemm = fpw_q8_gemm_4x16__avx2,
+     .quantize = fpw_quantize__avx2,
+     .dequantize = fpw_dequantize__avx2,
      .fma_peak_loop = fpw_fma_peak_loop__avx2,
      .supported = fpw_has_avx2},
 #endif
@@ -95,6 +104,8 @@ static const fpw_family fpw_families[] = {
      .q8_mr = FPW_Q8_SCALAR_MR,
      .q8_nr = FPW_Q8_SCALAR_NR,
      .q8_gemm = fpw_q8_gemm_4x8__scalar,
+     .quantize = fpw_quantize__portable,
+     .dequantize = fpw_dequantize__portable,
      .fma_peak_loop = NULL,
      .supported = fpw_always},
 };
