@@ -704,7 +704,9 @@ class QConv1x1:
 
         w_scale[k] = float32(max_c |w[k, c]| / 127) per output channel (per_channel=True)
         or float32(max |w| / 127) for the tensor; an all-zero channel or tensor gets 1.0.
-        w_q = clip(rint(w / w_scale), -127, 127) as int8; bias_q[k] = rint(bias[k] /
+        Where a bias would not fit the int32 accumulator with room for any sum of
+        products (|bias_q| > 2**31 - 1 - Cg * 255 * 127), the scale is raised until it
+        does. w_q = clip(rint(w / w_scale), -127, 127) as int8; bias_q[k] = rint(bias[k] /
         (x_scale * w_scale[k])) as int32 (clipped to int32), in float64 from the float32
         scales. ``x_dtype`` is the dtype of the inputs the layer will see: it sets the
         default output dtype and the valid range of x's zero point.
@@ -725,13 +727,6 @@ class QConv1x1:
         x_scale32 = _check_scale("x_quant", x_scale)
         _check_zero_point("x_quant", x_zero_point, x_dtype)
         w64 = weight.astype(np.float64)
-        if per_channel:
-            peak = np.abs(w64).max(axis=1)
-        else:
-            peak = np.full(w64.shape[0], np.abs(w64).max())
-        w_scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-        w_q = np.clip(np.rint(w64 / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
-        bias_q = None
         if bias is not None:
             bias = np.asarray(bias)
             _check_float32("bias", bias)
@@ -740,6 +735,23 @@ class QConv1x1:
                     f"bias must have shape ({w64.shape[0]},) (one per output channel); "
                     f"got {bias.shape}"
                 )
+        if per_channel:
+            peak = np.abs(w64).max(axis=1)
+        else:
+            peak = np.full(w64.shape[0], np.abs(w64).max())
+        # The int32 accumulator must hold bias_q plus any sum of products: leave room for
+        # the largest, Cg * 255 * 127. A channel with tiny weights and a sizeable bias
+        # (a "dead" unit) would otherwise clip its bias and wrap; raising its weight
+        # scale until the bias fits costs it weight resolution it does not use.
+        # (0.1% less, for the rounding of the scale to float32.)
+        bias_room = 0.999 * float(2**31 - 1 - w64.shape[1] * 255 * 127)
+        if bias is not None and bias_room > 0:
+            needed = np.abs(bias.astype(np.float64)) / (float(x_scale32) * bias_room)
+            peak = np.maximum(peak, 127.0 * (needed if per_channel else needed.max()))
+        w_scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        w_q = np.clip(np.rint(w64 / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+        bias_q = None
+        if bias is not None:
             bias_scale = float(x_scale32) * w_scale.astype(np.float64)
             bias_q = np.clip(
                 np.rint(bias.astype(np.float64) / bias_scale), -(2**31), 2**31 - 1

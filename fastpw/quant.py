@@ -179,7 +179,8 @@ def quantize(x, qparams, dtype=np.uint8, *, axis=None, out=None, num_threads=Non
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise TypeError(f"quantize wants a float array; got {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    # (ascontiguousarray makes 0-d arrays 1-d: keep the caller's shape.)
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape)
     scales, zeros, inner = _qparams_arrays(qparams, dtype, axis, x.shape)
     out = _check_out(out, x.shape, dtype)
     return _run_elementwise(x, out, scales, zeros, inner, True, num_threads)
@@ -192,7 +193,7 @@ def dequantize(xq, qparams, *, axis=None, out=None, num_threads=None):
     xq = np.asarray(xq)
     if xq.dtype not in QUANTIZED_X_DTYPES:
         raise TypeError(f"dequantize wants a uint8 or int8 array; got {xq.dtype}")
-    xq = np.ascontiguousarray(xq)
+    xq = np.ascontiguousarray(xq).reshape(xq.shape)
     scales, zeros, inner = _qparams_arrays(qparams, xq.dtype, axis, xq.shape)
     out = _check_out(out, xq.shape, np.dtype(np.float32))
     return _run_elementwise(xq, out, scales, zeros, inner, False, num_threads)
@@ -217,6 +218,8 @@ def _qparams_from_range(lo, hi, dtype: np.dtype, symmetric: bool) -> QParams:
         zero_point = np.clip(
             info.min - np.rint(lo / scale.astype(np.float64)), info.min, info.max
         ).astype(np.int64)
+    if not np.all(np.isfinite(scale)):
+        raise ValueError(f"the range [{lo.min()}, {hi.max()}] is too wide for a float32 scale")
     if scale.ndim == 0:
         return QParams(float(scale), int(zero_point))
     return QParams(scale, zero_point.astype(np.int32))
@@ -282,6 +285,7 @@ class Observer:
             raise ValueError("Observer.update got an empty array")
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             raise ValueError("Observer.update got NaN or Inf")
+        x = x.astype(np.float64, copy=False)  # (so abs(int8 -128) is 128)
         if self.axis is not None:
             axis = _normalize_axis(self.axis, x.ndim)
             reduce = tuple(d for d in range(x.ndim) if d != axis)
@@ -378,7 +382,7 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
     bias = np.zeros(channels) if bias is None else np.asarray(bias, dtype=np.float64)
     if bias.shape != (channels,):
         raise ValueError(f"bias must have shape ({channels},); got {bias.shape}")
-    if eps < 0 or np.any(params["var"] + eps <= 0):
+    if not eps >= 0 or not np.all(params["var"] + eps > 0):  # (NaN fails both)
         raise ValueError("var + eps must be positive")
     factor = params["gamma"] / np.sqrt(params["var"] + eps)
     shape = (channels,) + (1,) * (weight.ndim - 1)

@@ -1372,6 +1372,11 @@ def quantize_weights(weight, bias, x_scale, per_channel):
         peak = np.abs(w).max(axis=1)
     else:
         peak = np.full(w.shape[0], np.abs(w).max())
+    if bias is not None:
+        # Room in int32 for the bias beside any sum of products (cg * 255 * 127).
+        room = 0.999 * float(INT32_MAX - w.shape[1] * 255 * 127)  # 0.1% for rounding
+        needed = np.abs(np.asarray(bias, np.float64)) / (float(np.float32(x_scale)) * room)
+        peak = np.maximum(peak, 127.0 * (needed if per_channel else needed.max()))
     w_scale = (peak.astype(np.float64) / 127).astype(np.float32)
     w_scale[peak == 0] = 1.0
     wq = np.clip(np.rint(w / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
@@ -1388,16 +1393,17 @@ def quantize_weights(weight, bias, x_scale, per_channel):
 @pytest.mark.parametrize("x_dtype", X_DTYPES)
 def test_from_float(isa, layout, per_channel, x_dtype):
     """Symmetric weight quantization (w_scale = max|w| / 127 per output channel or per
-    tensor, a zero channel or tensor gets scale 1.0), bias quantized to x_scale * w_scale
-    (clipped to int32), and the layer's output equals the reference built from the
-    quantized weights."""
+    tensor, a zero channel or tensor gets scale 1.0, raised where the bias would not fit
+    int32 beside the products), bias quantized to x_scale * w_scale, and the layer's
+    output equals the reference built from the quantized weights."""
     rng = np.random.default_rng(70)
     k, cg, groups = 18, 7, 3
     weight = rng.standard_normal((k, cg, 1, 1)) * 10.0 ** rng.uniform(-3, 1, (k, 1, 1, 1))
     weight = weight.astype(np.float32)
     weight[4] = 0.0  # a zero channel
     bias = (rng.standard_normal(k) * 3).astype(np.float32)
-    bias[6] = 1e30  # clipped to int32
+    bias[4] = 0.0  # (a bias would set its scale, see test_from_float_dead_unit_keeps_its_bias)
+    bias[6] = 1e30  # the weight scale grows until the bias fits
     bias[7] = -1e30
     x_scale = 0.1  # not a float32: the bias uses float64(float32(0.1))
     x_zp = zero_point_in(x_dtype, 140)
@@ -1416,38 +1422,52 @@ def test_from_float(isa, layout, per_channel, x_dtype):
     np.testing.assert_array_equal(layer.weight.reshape(k, cg), wq)
     assert layer.bias.dtype == np.int32
     np.testing.assert_array_equal(layer.bias, bq)
-    assert bq[6] == INT32_MAX and bq[7] == INT32_MIN
-    assert np.abs(wq).max() == 127 and (wq[4] == 0).all()
+    room = INT32_MAX - cg * 255 * 127
+    assert np.abs(bq.astype(np.int64)).max() <= room
+    assert bq[6] > room // 2 and bq[7] < -room // 2
+    if per_channel:  # the huge biases swamp only their own channels' weights
+        assert (wq[6:8] == 0).all() and np.abs(wq[:6]).max() == 127
+    assert (wq[4] == 0).all()
     scale = np.broadcast_to(np.asarray(layer.w_quant.scale, np.float32), (k,))
     np.testing.assert_array_equal(scale, w_scale)
     assert np.all(np.asarray(layer.w_quant.zero_point) == 0)
     if per_channel:
         assert scale[4] == 1.0
     assert layer.groups == groups and layer.in_channels == cg * groups
-    # The bias peaks clip nothing here: keep the accumulators in int32.
-    bq_safe = bq.copy()
-    bq_safe[6:8] = 0
-    safe = fastpw.QConv1x1.from_float(
-        weight,
-        np.where(np.abs(bias) > 1e6, 0, bias).astype(np.float32),
-        x_quant=(x_scale, x_zp),
-        y_quant=(0.05, zero_point_in(x_dtype, 10)),
-        per_channel=per_channel,
-        x_dtype=x_dtype,
-        **config,
-    )
-    np.testing.assert_array_equal(safe.bias, bq_safe)
     x = random_x(rng, x_dtype, x_shape(layout, 2, cg * groups, 5, 6))
     expected = qconv1x1_reference(
         x,
         wq,
-        bq_safe,
+        bq,
         x_quant=(x_scale, x_zp),
         w_quant=(w_scale, 0),
         y_quant=(0.05, zero_point_in(x_dtype, 10)),
         **config,
     )
-    assert_exact(safe(x), expected, "from_float layer vs reference")
+    assert_exact(layer(x), expected, "from_float layer vs reference")
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+def test_from_float_dead_unit_keeps_its_bias(isa, per_channel):
+    """A unit with tiny weights and a sizeable negative bias (left by weight decay) must
+    stay at 0 after relu: its bias must not clip to int32 and wrap when products add."""
+    weight = np.full((2, 64), -1e-6, np.float32)
+    weight[1] = 0.02
+    bias = np.array([-0.2, 0.0], np.float32)
+    x = np.full((1, 64, 1, 1), 255, np.uint8)
+    layer = fastpw.QConv1x1.from_float(
+        weight,
+        bias,
+        x_quant=(1 / 255, 0),
+        y_quant=(0.01, 0),
+        activation="relu",
+        per_channel=per_channel,
+        out_dtype=np.float32,
+    )
+    assert abs(int(layer.bias[0])) + 64 * 255 * 127 <= INT32_MAX
+    float_result = np.maximum(weight.astype(np.float64).sum(axis=1) + bias, 0.0)
+    assert float_result[0] == 0.0
+    np.testing.assert_allclose(layer(x).ravel(), float_result, rtol=0.01, atol=0.0)
 
 
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
