@@ -108,6 +108,7 @@ cdef extern from "fastpw/dispatch.h" nogil:
         size_t lanes
         fpw_f32_gemm_fn f32_gemm
         int q8_format
+        int q8_signed_activations
         size_t q8_mr, q8_nr
         fpw_q8_gemm_fn q8_gemm
         fpw_quantize_fn quantize
@@ -222,6 +223,7 @@ cdef struct Pack:
     const uint8_t *x
     int64_t x_bs, x_cs, x_ps
     bint x_signed, nhwc
+    bint flip  # DOT4: XOR every byte with 0x80 (see _dot4_shift)
     int fmt
     int64_t Cg
 
@@ -237,7 +239,7 @@ cdef void _pack_pixels(const Pack *p, int64_t batch, int64_t group, int64_t begi
         fpw_q8_pack_pair16_nhwc(x + begin * p.x_ps, p.x_ps, p.x_signed, p.Cg, 0, width,
                                 <int16_t *>out)
     elif p.fmt == FPW_Q8_DOT4:
-        fpw_q8_pack_dot4_nchw(x + begin, p.x_cs, p.x_signed, p.Cg, width, 0, (p.Cg + 3) // 4,
+        fpw_q8_pack_dot4_nchw(x + begin, p.x_cs, p.flip, p.Cg, width, 0, (p.Cg + 3) // 4,
                               out)
     else:
         fpw_q8_pack_pair16_nchw(x + begin, p.x_cs, p.x_signed, p.Cg, width, 0, width,
@@ -916,6 +918,16 @@ cdef cnp.ndarray _pack_q8_panels(const int8_t[:, ::1] w, int64_t groups, int64_t
     return out
 
 
+cdef int _dot4_shift(const fpw_family *fam, bint x_signed) noexcept:
+    """What the kernel reads for an activation byte x, as x + shift. DOT4 kernels take
+    their activations as one signedness (vpdpbusd: uint8, sdot: int8); activations of
+    the other one are flipped (XOR 0x80): int8 to uint8 + 128, or uint8 to int8 - 128.
+    PAIR16 kernels sign- or zero-extend and read x itself."""
+    if fam.q8_format != FPW_Q8_DOT4 or x_signed == fam.q8_signed_activations:
+        return 0
+    return 128 if x_signed else -128
+
+
 cdef class Q8Plan:
     """An int8 1x1 convolution bound to one kernel family: weights packed in its int8
     format, the input zero point folded into the bias, the epilogues ready.
@@ -952,13 +964,13 @@ cdef class Q8Plan:
         self.column_panels = _pack_q8_panels(weight, groups, fam.q8_nr, group_size)
         if not nhwc:
             self.row_panels = _pack_q8_panels(weight, groups, fam.q8_mr, group_size)
-        # acc = sum (x - zp) w + bias = sum x' w + bias - (zp + shift) sum w, where x' is
-        # what the kernel reads: x, or for int8 x in DOT4 the byte x + 128.
+        # acc = sum (x - zp) w + bias = sum x' w + bias - (zp + shift) sum w, where x' =
+        # x + shift is what the kernel reads (see _dot4_shift).
         weight_sums = np.asarray(weight, dtype=np.int64).sum(axis=1)
         base = np.zeros(self.out_channels, np.int64) if bias is None else bias.astype(np.int64)
         self.folded_bias = {}
         for x_signed in (False, True):
-            shift = 128 if (x_signed and fam.q8_format == FPW_Q8_DOT4) else 0
+            shift = _dot4_shift(fam, x_signed)
             folded = base - (x_zero_point + shift) * weight_sums
             # Wrap to int32 as the kernels' two's complement accumulators do.
             folded = (folded + 2**31) % 2**32 - 2**31
@@ -1045,6 +1057,7 @@ cdef class Q8Plan:
         cdef Pack pack
         pack.x, pack.x_bs, pack.x_cs, pack.x_ps = x_data, x_bs, x_cs, x_ps
         pack.x_signed, pack.nhwc, pack.fmt, pack.Cg = x_signed, self.nhwc, fmt, Cg
+        pack.flip = _dot4_shift(fam, x_signed) != 0
         g.pack = NULL if in_place else &pack
         g.pack_on_columns = not self.nhwc and not transposed
 
@@ -1064,7 +1077,7 @@ cdef class Q8Plan:
                 g.a_rs, g.a_bs, g.a_gs = x_ps, x_bs, Cg
                 g.K = Cg // 4
                 g.a_tail = Cg % 4
-                g.a_flip_sign = x_signed
+                g.a_flip_sign = _dot4_shift(fam, x_signed) != 0
             else:
                 g.a = NULL
                 g.a_rs, g.a_bs, g.a_gs = Cgg * 4, 0, 0

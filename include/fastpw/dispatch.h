@@ -25,7 +25,9 @@ typedef struct fpw_family {
     size_t mr, nr;
     size_t lanes; /* floats per vector register: the unit in which columns are computed */
     fpw_f32_gemm_fn f32_gemm;
-    int q8_format;       /* FPW_Q8_DOT4 or FPW_Q8_PAIR16: how int8 operands are laid out */
+    int q8_format; /* FPW_Q8_DOT4 or FPW_Q8_PAIR16: how int8 operands are laid out */
+    /* DOT4: the kernel reads activation bytes as int8 (sdot) rather than uint8 (vpdpbusd) */
+    int q8_signed_activations;
     size_t q8_mr, q8_nr; /* int8 register tile */
     fpw_q8_gemm_fn q8_gemm;
     fpw_quantize_fn quantize; /* fastpw.quant's elementwise conversions */
