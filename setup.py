@@ -9,6 +9,7 @@ OpenMP is detected with a compile-and-link test, as scikit-learn does. Without i
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,10 @@ def openmp_flags(compiler):
                 f.write(OPENMP_TEST_PROGRAM)
             objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_args)
             exe = os.path.join(tmp, "test_openmp")
-            compiler.link_executable(objects, exe, extra_postargs=link_args)
+            # Link as the extension will be linked: LDFLAGS reach shared objects but not
+            # executables, and a build with sanitizer flags in CFLAGS needs them here too.
+            env_link_args = shlex.split(os.environ.get("LDFLAGS", ""))
+            compiler.link_executable(objects, exe, extra_postargs=link_args + env_link_args)
             if sysconfig.get_platform() == get_host_platform():
                 subprocess.run([exe], check=True, capture_output=True)
             return compile_args, link_args

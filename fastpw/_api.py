@@ -114,7 +114,13 @@ def _normalize_weight(weight, groups: int) -> np.ndarray:
             f"groups={groups} must divide the output channels K={out_channels} "
             f"(weight shape {weight.shape})"
         )
-    return np.ascontiguousarray(weight)
+    return _contiguous_aligned(weight)
+
+
+def _contiguous_aligned(array: np.ndarray) -> np.ndarray:
+    """`array` itself if C-contiguous and aligned, else an aligned C-contiguous copy (the
+    kernels read elements through typed pointers; misaligned ones are undefined in C)."""
+    return np.require(array, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
 def _normalize_bias(bias, out_channels: int):
@@ -126,7 +132,7 @@ def _normalize_bias(bias, out_channels: int):
         raise ValueError(
             f"bias must have shape ({out_channels},) (one per output channel); got {bias.shape}"
         )
-    return np.ascontiguousarray(bias)
+    return _contiguous_aligned(bias)
 
 
 def _normalize_num_threads(num_threads):
@@ -164,7 +170,7 @@ def _output_shape(x: np.ndarray, out_channels: int, stride, layout: str) -> tupl
     return (n, -(-h // sh), -(-w // sw), out_channels)
 
 
-def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray, bias=None):
     dtype = np.dtype(dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(
@@ -182,6 +188,8 @@ def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray) -> n
         )
     if np.shares_memory(out, weight):
         raise ValueError("out overlaps the weight; pass a separate out array")
+    if bias is not None and np.shares_memory(out, bias):
+        raise ValueError("out overlaps the bias; pass a separate out array")
     return out
 
 
@@ -197,15 +205,16 @@ def _run_general(plan, layout, stride, x, out, num_threads, *, check_dtype, out_
     shape = _output_shape(x, plan.out_channels, stride, layout)
     dtype = out_dtype(x)
     if out is not None:
-        out = _check_out(out, shape, dtype, x, plan.weight)
+        # (The float plan reads the caller's bias in place; the quantized one a copy.)
+        out = _check_out(out, shape, dtype, x, plan.weight, getattr(plan, "bias", None))
     if math.prod(shape) == 0:
         return np.empty(shape, dtype=dtype) if out is None else out
     sh, sw = stride
     if (sh, sw) != (1, 1):
         x = x[:, :, ::sh, ::sw] if layout == "NCHW" else x[:, ::sh, ::sw, :]
     y = run(x, out, threads)
-    if y is None:  # x's strides do not fold into the kernel's view: copy it once
-        x = np.ascontiguousarray(x)
+    if y is None:  # x's strides do not fold into the kernel's view, or it is misaligned
+        x = _contiguous_aligned(x)
         y = run(x, out, threads)
     if y is None:  # only out's layout is left: compute aside, then copy into it
         y = run(x, None, threads)

@@ -694,6 +694,10 @@ cdef object _prepare_call(cnp.ndarray xa, out, int out_type_num, bint nhwc,
     call.pixels = call.height * call.width
     if channels != in_channels or call.batches == 0 or call.pixels == 0:
         return None
+    # The kernels read elements through typed pointers: misaligned ones are undefined
+    # behaviour in C (UBSan reports them), so such an x goes through an aligned copy.
+    if not cnp.PyArray_ISALIGNED(xa):
+        return None
     if not _pixel_strides(xa, nhwc, &call.x_bs, &call.x_cs, &call.x_ps):
         return None
     call.threads = _threads_from(num_threads)

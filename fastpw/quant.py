@@ -152,7 +152,8 @@ def _check_out(out, shape, dtype):
 
 def _run_elementwise(src, dst, scales, zeros, inner, quantizing, num_threads):
     """Run the kernel into dst (any layout): through a C-contiguous buffer if needed."""
-    target = dst if dst.flags.c_contiguous else np.empty(dst.shape, dst.dtype)
+    direct = dst.flags.c_contiguous and dst.flags.aligned
+    target = dst if direct else np.empty(dst.shape, dst.dtype)
     if np.shares_memory(src, target):
         raise ValueError("out must not overlap the input")
     _kernels.quantize_elementwise(
@@ -179,8 +180,8 @@ def quantize(x, qparams, dtype=np.uint8, *, axis=None, out=None, num_threads=Non
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise TypeError(f"quantize wants a float array; got {x.dtype}")
-    # (ascontiguousarray makes 0-d arrays 1-d: keep the caller's shape.)
-    x = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape)
+    # Aligned too: the kernel reads floats through typed pointers.
+    x = np.require(np.asarray(x, dtype=np.float32), requirements=("C_CONTIGUOUS", "ALIGNED"))
     scales, zeros, inner = _qparams_arrays(qparams, dtype, axis, x.shape)
     out = _check_out(out, x.shape, dtype)
     return _run_elementwise(x, out, scales, zeros, inner, True, num_threads)
@@ -193,7 +194,7 @@ def dequantize(xq, qparams, *, axis=None, out=None, num_threads=None):
     xq = np.asarray(xq)
     if xq.dtype not in QUANTIZED_X_DTYPES:
         raise TypeError(f"dequantize wants a uint8 or int8 array; got {xq.dtype}")
-    xq = np.ascontiguousarray(xq).reshape(xq.shape)
+    xq = np.require(xq, requirements=("C_CONTIGUOUS",))
     scales, zeros, inner = _qparams_arrays(qparams, xq.dtype, axis, xq.shape)
     out = _check_out(out, xq.shape, np.dtype(np.float32))
     return _run_elementwise(xq, out, scales, zeros, inner, False, num_threads)
