@@ -13,10 +13,13 @@
 #include "cpu.h"
 #include "f32/avx2.h"
 #include "f32/avx512.h"
+#include "f32/neon.h"
 #include "f32/scalar.h"
 #include "fastpw.h"
 #include "q8/avx2.h"
 #include "q8/avx512vnni.h"
+#include "q8/neon.h"
+#include "q8/neondot.h"
 #include "q8/scalar.h"
 #include "quant.h"
 
@@ -50,6 +53,15 @@ static int fpw_has_avx512_vnni(const fpw_cpu_features* cpu) {
 }
 static int fpw_has_avx2(const fpw_cpu_features* cpu) {
     return cpu->avx2 && cpu->fma;
+}
+#endif
+
+#if FPW_AARCH64
+static int fpw_has_neon(const fpw_cpu_features* cpu) {
+    return cpu->neon;
+}
+static int fpw_has_neon_dot(const fpw_cpu_features* cpu) {
+    return cpu->neon && cpu->asimddp;
 }
 #endif
 
@@ -96,6 +108,37 @@ static const fpw_family fpw_families[] = {
      .dequantize = fpw_dequantize__avx2,
      .fma_peak_loop = fpw_fma_peak_loop__avx2,
      .supported = fpw_has_avx2},
+#endif
+#if FPW_AARCH64
+    /* Armv8.2 dot product (sdot reads int8 activations: uint8 ones are flipped). */
+    {.name = "neondot",
+     .mr = FPW_NEON_MR,
+     .nr = FPW_NEON_NR,
+     .lanes = 4,
+     .f32_gemm = fpw_f32_gemm_8x12__neon,
+     .q8_format = FPW_Q8_DOT4,
+     .q8_signed_activations = 1,
+     .q8_mr = FPW_Q8_NEONDOT_MR,
+     .q8_nr = FPW_Q8_NEONDOT_NR,
+     .q8_gemm = fpw_q8_gemm_8x12__neondot,
+     .quantize = fpw_quantize__portable,
+     .dequantize = fpw_dequantize__portable,
+     .fma_peak_loop = fpw_fma_peak_loop__neon,
+     .supported = fpw_has_neon_dot},
+    /* Every AArch64 CPU (Armv8.0): int8 through exact widening multiply-accumulate. */
+    {.name = "neon",
+     .mr = FPW_NEON_MR,
+     .nr = FPW_NEON_NR,
+     .lanes = 4,
+     .f32_gemm = fpw_f32_gemm_8x12__neon,
+     .q8_format = FPW_Q8_PAIR16,
+     .q8_mr = FPW_Q8_NEON_MR,
+     .q8_nr = FPW_Q8_NEON_NR,
+     .q8_gemm = fpw_q8_gemm_8x8__neon,
+     .quantize = fpw_quantize__portable,
+     .dequantize = fpw_dequantize__portable,
+     .fma_peak_loop = fpw_fma_peak_loop__neon,
+     .supported = fpw_has_neon},
 #endif
     {.name = "scalar",
      .mr = FPW_SCALAR_MR,

@@ -60,7 +60,8 @@ typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
  *
  * The reduction runs over "groups" of channels that one 32-bit lane multiplies and sums
  * at once. Two operand formats exist:
- *   FPW_Q8_DOT4   a group is 4 bytes: one operand uint8, the other int8 (vpdpbusd, sdot)
+ *   FPW_Q8_DOT4   a group is 4 bytes: int8 weights times uint8 (vpdpbusd) or int8 (sdot)
+ *                 activations
  *   FPW_Q8_PAIR16 a group is 2 int16 values on both sides (vpmaddwd; exact for any input)
  *
  *   acc(i, j) = bias(i or j) + sum_{c < kc} dot(A(i, c), B(c, j))      (exact int32)
@@ -70,9 +71,11 @@ typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
  *     count is not a multiple of 4); its missing bytes are never read, and B's matching
  *     group is zero there.
  *   B(c, j): the 32-bit group at b + c*b_rs + 4*j; padded panels when b_padded.
- *   a_is_data: A holds the activations (so A is the unsigned operand in DOT4), else the
- *     weights (B is then the unsigned operand). a_flip_sign: XOR A's bytes with 0x80, so
- *     int8 activations read as uint8 + 128 (the compensation is folded into bias).
+ *   a_is_data: A holds the activations, else the weights. In DOT4 the weights are int8
+ *     and the activations are read as uint8 (vpdpbusd) or int8 (sdot), as the family
+ *     says. a_flip_sign: XOR the activation bytes of A with 0x80, so activations of the
+ *     other signedness read as x + 128 or x - 128 (the plan folds the compensation into
+ *     bias). Only set when A holds activations.
  *
  * Epilogue, by out_type, with bias and scale indexed by row (per_row) or column:
  *   FPW_Q8_OUT_S32: acc.
