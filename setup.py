@@ -9,11 +9,11 @@ OpenMP is detected with a compile-and-link test, as scikit-learn does. Without i
 """
 
 import os
+import platform
 import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import warnings
 
@@ -53,7 +53,7 @@ def openmp_flags(compiler):
             # executables, and a build with sanitizer flags in CFLAGS needs them here too.
             env_link_args = shlex.split(os.environ.get("LDFLAGS", ""))
             compiler.link_executable(objects, exe, extra_postargs=link_args + env_link_args)
-            if sysconfig.get_platform() == get_host_platform():
+            if not cross_compiling():
                 subprocess.run([exe], check=True, capture_output=True)
             return compile_args, link_args
         except Exception:  # any compile, link or run failure means "no usable OpenMP"
@@ -63,10 +63,13 @@ def openmp_flags(compiler):
     return None
 
 
-def get_host_platform():
-    # When cross-compiling (e.g. for aarch64), the test binary cannot run here;
-    # _PYTHON_HOST_PLATFORM tells us the target differs from the build machine.
-    return os.environ.get("_PYTHON_HOST_PLATFORM", sysconfig.get_platform())
+def cross_compiling():
+    """True when _PYTHON_HOST_PLATFORM names another machine than this one (e.g.
+    "linux-aarch64" on x86-64, .ci/arm64): the OpenMP test program cannot run here, so
+    compiling and linking it must do. (sysconfig.get_platform() returns that same
+    variable, so it cannot tell.)"""
+    target = os.environ.get("_PYTHON_HOST_PLATFORM")
+    return target is not None and not target.endswith("-" + platform.machine())
 
 
 class BuildExtWithOpenMP(build_ext):

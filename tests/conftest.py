@@ -4,7 +4,8 @@ hypothesis profiles.
 Profiles (choose with ``HYPOTHESIS_PROFILE=<name>``; "ci" is the default):
 
 - "ci": modest example counts so the whole suite runs in a few minutes on 2 cores;
-- "dev": many more examples, for a long local hunt after touching a kernel.
+- "dev": many more examples, for a long local hunt after touching a kernel;
+- "emulated": 50 examples, for the aarch64 suites under qemu (.ci/arm64).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ settings.register_profile(
 settings.register_profile(
     "dev", max_examples=2000, deadline=None, suppress_health_check=_SUPPRESSED, print_blob=True
 )
+# Fewer examples for the aarch64 suites run under qemu (.ci/arm64), about 10x slower.
+settings.register_profile("emulated", parent=settings.get_profile("ci"), max_examples=50)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
