@@ -56,7 +56,10 @@ def _normalize_activation(activation):
         and len(activation) == 2
         and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in activation)
     ):
-        lo, hi = float(activation[0]), float(activation[1])
+        try:
+            lo, hi = float(activation[0]), float(activation[1])
+        except OverflowError:  # an int beyond float64
+            raise ValueError("activation clamp bounds must fit a float64") from None
         if math.isnan(lo) or math.isnan(hi) or lo > hi:
             raise ValueError(
                 f"activation clamp (lo, hi) needs lo <= hi, no NaN; got {activation!r}"
