@@ -662,7 +662,8 @@ cdef object _output_array(out, int type_num, cnp.ndarray xa, cnp.ndarray weight,
         return None
     cdef cnp.ndarray ya = <cnp.ndarray>out
     if (cnp.PyArray_TYPE(ya) != type_num or cnp.PyArray_NDIM(ya) != 4
-            or not cnp.PyArray_ISWRITEABLE(ya) or not cnp.PyArray_ISALIGNED(ya)):
+            or not cnp.PyArray_ISWRITEABLE(ya) or not cnp.PyArray_ISALIGNED(ya)
+            or not cnp.PyArray_ISNOTSWAPPED(ya)):
         return None
     cdef int d
     for d in range(4):
@@ -695,8 +696,9 @@ cdef object _prepare_call(cnp.ndarray xa, out, int out_type_num, bint nhwc,
     if channels != in_channels or call.batches == 0 or call.pixels == 0:
         return None
     # The kernels read elements through typed pointers: misaligned ones are undefined
-    # behaviour in C (UBSan reports them), so such an x goes through an aligned copy.
-    if not cnp.PyArray_ISALIGNED(xa):
+    # behaviour in C (UBSan reports them), and byte-swapped ones read as other numbers
+    # (the type number does not record byte order): the general path handles both.
+    if not cnp.PyArray_ISALIGNED(xa) or not cnp.PyArray_ISNOTSWAPPED(xa):
         return None
     if not _pixel_strides(xa, nhwc, &call.x_bs, &call.x_cs, &call.x_ps):
         return None

@@ -737,3 +737,19 @@ def test_bad_quantized_layer_call_raises(changes, exc, pattern):
     call_args.update(changes)
     with pytest.raises(exc, match="(?i)" + pattern):
         layer(call_args.pop("x"), **call_args)
+
+
+def test_layers_refuse_byte_swapped_arrays():
+    """The layers' fast path once read big-endian arrays as native numbers (the type
+    number does not record byte order); they must refuse them as conv1x1 does."""
+    x = np.array([[[[2.0]]]], np.float32)
+    layer = fastpw.Conv1x1(np.array([[3.0]], np.float32))
+    with pytest.raises(TypeError):
+        layer(x.astype(">f4"))
+    with pytest.raises(TypeError):
+        layer(x, out=np.zeros((1, 1, 1, 1), ">f4"))
+    qlayer = fastpw.QConv1x1(
+        np.array([[3]], np.int8), x_quant=(1.0, 0), w_quant=(1.0, 0), out_dtype=np.int32
+    )
+    with pytest.raises(TypeError):
+        qlayer(np.array([[[[2]]]], np.uint8), out=np.zeros((1, 1, 1, 1), ">i4"))
