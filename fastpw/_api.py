@@ -497,17 +497,19 @@ class QConv1x1:
     ``layer(xq, out=None, num_threads=None)`` takes uint8 or int8 ``xq`` in either
     layout. The arithmetic, per output element (channel k, every float float32):
 
-        acc = sum_c (x - x_zp) * w[k, c] + bias[k]             exact int32
+        acc = sum_c (x - x_zp) * w[k, c] + bias[k]             int32, wrapping
         M[k] = float32(float32(x_scale * w_scale[k]) / y_scale)
         8-bit out:  y = clamp(round_half_to_even(float32(acc) * M[k]) + y_zp, lo, hi)
         float32 out: y = act(float32(acc) * float32(x_scale * w_scale[k]))
         int32 out:  y = acc
 
-    [lo, hi] is the output dtype's range narrowed by the activation: relu raises lo to
-    y_zp; relu6 also lowers hi to y_zp + rint(6 / y_scale); a (lo, hi) clamp in real
-    units is quantized the same way; bounds beyond the dtype's range are brought back to
-    it (a clamp wholly outside the range pins every output to the nearer end). With no
-    activation this is ONNX QLinearConv as ONNX Runtime computes it, bit for bit.
+    acc is exact when the sum fits int32 and wraps modulo 2**32 when it does not (as
+    ONNX Runtime's accumulators). [lo, hi] is the output dtype's range narrowed by the
+    activation: relu raises lo to y_zp; relu6 also lowers hi to y_zp + rint(6 / y_scale);
+    a (lo, hi) clamp in real units is quantized the same way; bounds beyond the dtype's
+    range are brought back to it (a clamp wholly outside the range pins every output to
+    the nearer end). With no activation this is ONNX QLinearConv as ONNX Runtime
+    computes it, bit for bit.
 
     Parameters: ``weight`` int8 (K, C/groups[, 1, 1]); ``bias`` int32 (K,) in scale
     x_scale * w_scale[k], or None; ``x_quant``, ``w_quant`` (scale a float or K floats,

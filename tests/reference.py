@@ -156,7 +156,8 @@ def assert_matches_reference(
 # The quantized reference below follows fastpw's int8 contract literally (the formula
 # is the same one ONNX Runtime's QLinearConv computes on CPU):
 #
-#     acc  = sum_c (x[c, p] - x_zp) * w[k, c] + bias[k]                 exact, int64 here
+#     acc  = sum_c (x[c, p] - x_zp) * w[k, c] + bias[k]      exact in int64, then wrapped
+#            to int32 (two's complement, modulo 2**32) where it does not fit
 #     xs, ws[k], ys = float32(x_scale), float32(w_scale[k]), float32(y_scale)
 #     8-bit out:   M[k] = float32(float32(xs * ws[k]) / ys)
 #                  v    = float32(acc) * M[k]                           one float32 multiply
@@ -235,6 +236,12 @@ def qconv1x1_accumulators(x, weight, bias=None, *, x_zero_point, layout="NCHW", 
     return acc
 
 
+def wrap_to_int32(values):
+    """int64 values taken modulo 2**32 into [INT32_MIN, INT32_MAX], as two's complement
+    int32 arithmetic leaves a sum that does not fit."""
+    return (np.asarray(values, np.int64) - INT32_MIN) % 2**32 + INT32_MIN
+
+
 def qconv1x1_reference(
     x,
     weight,
@@ -267,9 +274,7 @@ def qconv1x1_reference(
     acc = qconv1x1_accumulators(
         x, weight, bias, x_zero_point=x_zp, layout=layout, stride=stride, groups=groups
     )
-    assert acc.size == 0 or INT32_MIN <= acc.min() <= acc.max() <= INT32_MAX, (
-        "test data overflows the int32 accumulator; the contract excludes it"
-    )
+    acc = wrap_to_int32(acc)
     k = acc.shape[1]
     ws = np.broadcast_to(ws, (k,))[None, :, None, None]  # float32, per output channel
     if out_dtype == np.int32:

@@ -8,11 +8,11 @@ MR+1 and NR-1, NR, NR+1 of every family's register tile land on the edge tiles, 
 channel counts that are not a multiple of 2 or 4 land on the partial reduction steps of
 the vpmaddwd (pairs) and vpdpbusd (quads) kernels.
 
-Accumulator bound (no test input overflows int32): |x - x_zp| <= 255 and |w| <= 128, so
-each product is at most 32640 in magnitude. With C/groups <= MAX_CHANNELS_PER_GROUP =
-1100 and |bias| <= MAX_ABS_BIAS = 2**30, |acc| <= 1100 * 32640 + 2**30 < 1.11e9 <
-2**31 - 1. The reference asserts the bound on every call, so a generator that broke it
-would fail loudly rather than test undefined behaviour.
+Accumulator bound (random test inputs do not overflow int32): |x - x_zp| <= 255 and
+|w| <= 128, so each product is at most 32640 in magnitude. With C/groups <=
+MAX_CHANNELS_PER_GROUP = 1100 and |bias| <= MAX_ABS_BIAS = 2**30, |acc| <= 1100 * 32640
++ 2**30 < 1.11e9 < 2**31 - 1. Sums past int32 wrap modulo 2**32 by contract; one test,
+``test_accumulator_wraps_past_int32``, makes them on purpose.
 """
 
 from __future__ import annotations
@@ -648,6 +648,43 @@ def test_extreme_inputs(isa, layout, x_dtype, x_kind, w_kind):
                     out_dtype=out_dtype,
                 )
                 assert_exact(got, expected, f"x_zp={x_zp} out_dtype={out_dtype} y={y_quant}")
+
+
+@pytest.mark.parametrize("x_dtype", X_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cause", ["bias", "products"])
+def test_accumulator_wraps_past_int32(isa, layout, x_dtype, cause):
+    """A sum that leaves int32 wraps modulo 2**32 (two's complement), in every output
+    dtype: pushed out by a bias within 2**16 of either int32 limit (over a third of
+    the sums cross it), or by the products alone (70001 channels of |x - x_zp| = 255 times
+    |w| >= 121: about 2.2e9, with no bias). The portable kernel accumulates unsigned, so
+    under the sanitizer build this also shows that no kernel overflows a signed int."""
+    rng = np.random.default_rng(31)
+    lo, hi = QDTYPE_RANGES[np.dtype(x_dtype)]
+    if cause == "bias":
+        c, k, x_zp = 257, 19, int(rng.integers(lo, hi + 1))
+        x = random_x(rng, x_dtype, x_shape(layout, 2, c, 3, 7))
+        weight = random_weight(rng, (k, c), "full")
+        near_max = INT32_MAX - rng.integers(0, 2**16, k)
+        near_min = INT32_MIN + rng.integers(0, 2**16, k)
+        bias = np.where(np.arange(k) % 2 == 0, near_max, near_min).astype(np.int32)
+    else:
+        c, k = 70001, 5
+        x_zp = lo
+        x = np.full(x_shape(layout, 1, c, 2, 3), hi, x_dtype)
+        magnitudes = rng.integers(121, 128, (k, c))
+        signs = np.array([1, -1, 1, -1, 1])[:, None]
+        weight = (signs * magnitudes).astype(np.int8)
+        bias = None
+    acc = qconv1x1_accumulators(x, weight, bias, x_zero_point=x_zp, layout=layout)
+    assert acc.max() > INT32_MAX and acc.min() < INT32_MIN
+    common = {"layout": layout, "x_quant": (1.0, x_zp), "w_quant": (1.0, 0)}
+    for out_dtype in OUT_DTYPES:
+        out = resolved_out_dtype(x_dtype, out_dtype)
+        # Multiplier 100 / 2**31: wrapped accumulators land on the whole 8-bit range.
+        y_quant = (2.0**31 / 100, zero_point_in(out, 128)) if is_8bit(out) else None
+        got, expected = run_both(x, weight, bias, y_quant=y_quant, out_dtype=out_dtype, **common)
+        assert_exact(got, expected, f"out_dtype={out_dtype}")
 
 
 @pytest.mark.parametrize("x_dtype", X_DTYPES)

@@ -34,6 +34,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from reference import (
+    INT32_MAX,
+    INT32_MIN,
     QDTYPE_RANGES,
     qconv1x1_accumulators,
     qconv1x1_reference,
@@ -308,6 +310,35 @@ def test_extreme_inputs_match_ort(isa, x_dtype, layout, x_kind):
             stride=1,
             groups=1,
         )
+
+
+@pytest.mark.parametrize("x_dtype", X_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_accumulator_wraparound_matches_ort(isa, x_dtype, layout):
+    """Biases within 2**16 of either int32 limit push many of the sums out of
+    int32: ONNX Runtime's accumulators wrap modulo 2**32, and so do fastpw's."""
+    rng = np.random.default_rng(5)
+    c, k = 257, 19
+    x, weight, _, w_scale = random_problem(rng, layout, 2, c, 3, 7, k, x_dtype)
+    near_max = INT32_MAX - rng.integers(0, 2**16, k)
+    near_min = INT32_MIN + rng.integers(0, 2**16, k)
+    bias = np.where(np.arange(k) % 2 == 0, near_max, near_min).astype(np.int32)
+    lo, hi = QDTYPE_RANGES[np.dtype(x_dtype)]
+    x_zp = int(rng.integers(lo, hi + 1))
+    acc = qconv1x1_accumulators(x, weight, bias, x_zero_point=x_zp, layout=layout)
+    assert acc.max() > INT32_MAX and acc.min() < INT32_MIN
+    # Multiplier 100 / 2**31: wrapped accumulators land on the whole 8-bit range.
+    compare(
+        x,
+        weight,
+        bias,
+        x_quant=(1.0, x_zp),
+        w_quant=(np.ones(k, np.float32), 0),
+        y_quant=(2.0**31 / 100, lo + 128),
+        layout=layout,
+        stride=1,
+        groups=1,
+    )
 
 
 @pytest.mark.parametrize("x_dtype", X_DTYPES)

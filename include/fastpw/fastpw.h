@@ -64,7 +64,10 @@ typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
  *                 activations
  *   FPW_Q8_PAIR16 a group is 2 int16 values on both sides (vpmaddwd; exact for any input)
  *
- *   acc(i, j) = bias(i or j) + sum_{c < kc} dot(A(i, c), B(c, j))      (exact int32)
+ *   acc(i, j) = bias(i or j) + sum_{c < kc} dot(A(i, c), B(c, j))      (int32, wrapping)
+ *
+ *   A sum past int32 wraps modulo 2^32 at every step, so acc is the exact sum whenever
+ *   that fits and the same wrapped value in every family when it does not.
  *
  *   A(i, c): the 32-bit group at a + i*a_rs + c*a_cs (byte strides). If a_tail > 0, a
  *     partial group of a_tail bytes follows the kc full ones (NHWC rows whose channel

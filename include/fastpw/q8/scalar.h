@@ -87,14 +87,17 @@ static void fpw_q8_store_transposed(const fpw_q8_tile* t, const void* tile, size
 }
 
 static void fpw_q8_gemm_4x8__scalar(const fpw_q8_tile* t) {
-    int32_t acc[FPW_Q8_SCALAR_MR][FPW_Q8_SCALAR_NR] = {{0}};
+    /* Unsigned, so that a sum past int32 wraps as the SIMD kernels' lanes do (signed
+     * overflow would be undefined behaviour in C). */
+    uint32_t acc[FPW_Q8_SCALAR_MR][FPW_Q8_SCALAR_NR] = {{0}};
     const size_t mr = t->mr, nr = t->nr;
     for (size_t k = 0; k < t->kc; k++) {
         const int16_t* b_row = (const int16_t*)(t->b + (ptrdiff_t)k * t->b_rs);
         for (size_t i = 0; i < mr; i++) {
             const int16_t* a = (const int16_t*)(t->a + (ptrdiff_t)i * t->a_rs + (ptrdiff_t)k * t->a_cs);
             const int32_t a0 = a[0], a1 = a[1];
-            for (size_t j = 0; j < nr; j++) acc[i][j] += a0 * b_row[2 * j] + a1 * b_row[2 * j + 1];
+            for (size_t j = 0; j < nr; j++)
+                acc[i][j] += (uint32_t)(a0 * b_row[2 * j] + a1 * b_row[2 * j + 1]);
         }
     }
     for (size_t i = 0; i < mr; i++) {
@@ -102,7 +105,7 @@ static void fpw_q8_gemm_4x8__scalar(const fpw_q8_tile* t) {
             const size_t index = t->per_row ? i : j;
             /* Wrapping add: the folded bias may push a partial sum past int32 while the
              * true result fits, and two's complement brings it back. */
-            const int32_t value = (int32_t)((uint32_t)acc[i][j] + (uint32_t)t->bias[index]);
+            const int32_t value = (int32_t)(acc[i][j] + (uint32_t)t->bias[index]);
             fpw_q8_store_one(t, value, t->scale[index], (ptrdiff_t)i * t->c_rs + (ptrdiff_t)j * t->c_cs);
         }
     }
