@@ -484,10 +484,18 @@ def _quantized_bounds(activation, y_scale32, y_zero_point: int, dtype) -> tuple[
         return lo, hi
     real_lo, real_hi = NAMED_ACTIVATIONS.get(activation, activation)
     scale = float(y_scale32)
+
+    def quantized(bound: float) -> int:
+        # Clamp in float first: bound / scale may overflow to inf for a huge bound and a
+        # tiny scale, and int() of an inf is an error where the documented result is the
+        # nearer end of the range.
+        steps = min(max(float(np.rint(bound / scale)), q_min - y_zero_point), q_max - y_zero_point)
+        return y_zero_point + int(steps)
+
     if math.isfinite(real_lo):
-        lo = min(max(y_zero_point + int(np.rint(real_lo / scale)), q_min), q_max)
+        lo = quantized(real_lo)
     if math.isfinite(real_hi):
-        hi = min(max(y_zero_point + int(np.rint(real_hi / scale)), q_min), q_max)
+        hi = quantized(real_hi)
     return lo, hi
 
 

@@ -2,8 +2,8 @@
 
 The pieces, smallest first:
 
-- ``quantize(x, qparams, dtype=np.uint8, axis=None)`` and ``dequantize(xq, qparams,
-  axis=None)``: float32 <-> uint8/int8 with ONNX QuantizeLinear / DequantizeLinear
+- ``quantize(x, qparams, dtype=np.uint8, *, axis=None)`` and ``dequantize(xq, qparams,
+  *, axis=None)``: float32 <-> uint8/int8 with ONNX QuantizeLinear / DequantizeLinear
   semantics, per tensor or per axis, in the compiled layer with OpenMP::
 
       q = saturate(rint(x / scale) + zero_point)     float32 division, half to even
@@ -54,6 +54,9 @@ HISTOGRAM_BINS = 2048
 #: Smallest scale choose_qparams returns (float32 epsilon, as PyTorch): a narrower
 #: range would make requantization multipliers overflow.
 MIN_SCALE = float(np.finfo(np.float32).eps)
+#: Narrowest range the "percentile" histogram spans: its bins are then no narrower than
+#: the smallest normal float64.
+SMALLEST_HISTOGRAM_SPAN = HISTOGRAM_BINS * float(np.finfo(np.float64).tiny)
 
 
 # ---------------------------------------------------------------------------------------
@@ -78,6 +81,16 @@ def _normalize_axis(axis, ndim: int):
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimensions")
     return int(axis) % ndim
+
+
+def _real_float64(name: str, value) -> np.ndarray:
+    """value as a float64 array, if it holds real numbers (bool, int or float): complex
+    would lose its imaginary part, and None, datetimes, objects or ints past float64
+    would become NaN, garbage or an OverflowError inside the arithmetic."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got {array.dtype} {value!r:.80}")
+    return array.astype(np.float64)
 
 
 def _split(qparams):
@@ -146,6 +159,10 @@ def _qparams_arrays(qparams, dtype: np.dtype, axis, shape: tuple):
         for name, array in (("scale", scale32), ("zero point", zero_array)):
             if array.ndim == 1 and array.size != count:
                 raise ValueError(f"{name} has {array.size} entries; axis {axis} has length {count}")
+        if scale32.ndim == 0 and zero_array.ndim == 0:
+            # Both shared along the axis: that is per tensor, and an axis of any length
+            # (even 2**40 in an empty array) then costs no per-entry arrays.
+            count, inner = 1, math.prod(shape)
     scales = np.ascontiguousarray(np.broadcast_to(scale32.reshape(-1), (count,)))
     zeros = np.ascontiguousarray(np.broadcast_to(zero_array.reshape(-1).astype(np.int32), (count,)))
     return scales, zeros, max(inner, 1)
@@ -285,6 +302,8 @@ class Observer:
             percentile = float(percentile)
         except (TypeError, ValueError):
             raise TypeError(f"percentile must be a number; got {percentile!r}") from None
+        except OverflowError:  # an int past float64: certainly not in (50, 100]
+            raise ValueError(f"percentile must be in (50, 100]; got {percentile}") from None
         if not 50.0 < percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100]; got {percentile}")
         self.percentile = percentile
@@ -326,6 +345,10 @@ class Observer:
         if self.symmetric:
             lo, hi = np.float64(0.0), np.maximum(-lo, hi)
         lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        if 0 < hi - lo < SMALLEST_HISTOGRAM_SPAN:
+            # Bins narrower than the smallest normal float64 cannot be told apart. Any
+            # range this narrow gives scale MIN_SCALE and zero point qmin - 0 anyway.
+            hi = lo + SMALLEST_HISTOGRAM_SPAN
         if self.histogram is None:
             self.min, self.max = lo, hi
             self.histogram = np.zeros(HISTOGRAM_BINS, np.float64)
@@ -381,7 +404,8 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
     ``weight`` (K, C) or (K, C, 1, 1) float; ``bias`` (K,) or None (the bias=False +
     BatchNorm pattern); gamma, beta, mean, var (K,). With s = gamma / sqrt(var + eps):
     weight' = weight * s[k], bias' = beta + (bias - mean) * s. Computed in float64,
-    returned as float32 in the weight's shape.
+    returned as float32 in the weight's shape. Everything but weight may be bool, int or
+    float; complex, object (None among numbers) and datetime values are a TypeError.
     """
     weight = np.asarray(weight)
     if weight.dtype.kind != "f":
@@ -391,13 +415,16 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
     channels = weight.shape[0]
     params = {}
     for name, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
-        array = np.asarray(value, dtype=np.float64)
+        array = _real_float64(name, value)
         if array.shape != (channels,):
             raise ValueError(f"{name} must have shape ({channels},); got {array.shape}")
         params[name] = array
-    bias = np.zeros(channels) if bias is None else np.asarray(bias, dtype=np.float64)
+    bias = np.zeros(channels) if bias is None else _real_float64("bias", bias)
     if bias.shape != (channels,):
         raise ValueError(f"bias must have shape ({channels},); got {bias.shape}")
+    eps = _real_float64("eps", eps)
+    if eps.ndim != 0:
+        raise ValueError(f"eps must be a number; got shape {eps.shape}")
     if not eps >= 0 or not np.all(params["var"] + eps > 0):  # (NaN fails both)
         raise ValueError("var + eps must be positive")
     factor = params["gamma"] / np.sqrt(params["var"] + eps)
@@ -409,9 +436,10 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
 
 def sqnr(reference, approx) -> float:
     """Signal-to-quantization-noise ratio in dB: 10 log10(sum(ref^2) / sum((ref -
-    approx)^2)), in float64; inf when they are equal."""
-    reference = np.asarray(reference, dtype=np.float64)
-    approx = np.asarray(approx, dtype=np.float64)
+    approx)^2)), in float64; inf when they are equal. Arrays of bool, int or float
+    (complex, object and datetime arrays are a TypeError)."""
+    reference = _real_float64("reference", reference)
+    approx = _real_float64("approx", approx)
     if reference.shape != approx.shape:
         raise ValueError(f"shapes differ: {reference.shape} and {approx.shape}")
     noise = np.sum((reference - approx) ** 2)

@@ -204,10 +204,11 @@ def qactivation_bounds(activation, out_dtype, y_scale, y_zero_point):
         assert name == "relu6", activation
         return max(lo, zp), min(hi, zp + int(np.rint(6.0 / ys)))
     lo_r, hi_r = (float(v) for v in activation)
-    if np.isfinite(lo_r):
-        lo = min(max(q_min, zp + int(np.rint(lo_r / ys))), q_max)
-    if np.isfinite(hi_r):
-        hi = min(max(q_min, zp + int(np.rint(hi_r / ys))), q_max)
+    with np.errstate(over="ignore"):  # a huge bound over a tiny scale: +-inf, pinned below
+        if np.isfinite(lo_r):
+            lo = int(min(max(q_min, zp + np.rint(lo_r / ys)), q_max))
+        if np.isfinite(hi_r):
+            hi = int(min(max(q_min, zp + np.rint(hi_r / ys)), q_max))
     return lo, hi
 
 
@@ -360,3 +361,49 @@ def requantization_witnesses(x_scale=0.03, y_scale=3.7, per_formula=4, seed=0, t
         if len(found) == len(q) - 1 and min(found.values()) >= per_formula:
             break
     return np.array(w_scales, dtype=np.float32), np.array(accs, dtype=np.int64)
+
+
+# ================================================================= quantize / dequantize
+
+
+def along_axis(param, ndim, axis):
+    """A scalar as is; a 1-D per-axis array reshaped to broadcast along ``axis``."""
+    param = np.asarray(param)
+    if axis is None or param.ndim == 0:
+        return param
+    shape = [1] * ndim
+    shape[axis] = -1
+    return param.reshape(shape)
+
+
+def quantize_reference(x, scale, zero_point, dtype, axis=None):
+    """ONNX QuantizeLinear, literally: x -> float32, scale -> float32, v = x / scale in
+    float32, rint (half to even), NaN -> 0, then + zero point and saturate in float64 (exact:
+    rint(v) is a float32 integer or +-inf)."""
+    dtype = np.dtype(dtype)
+    lo, hi = QDTYPE_RANGES[dtype]
+    with np.errstate(over="ignore"):
+        x32 = np.asarray(x).astype(np.float32)
+    ndim = x32.ndim
+    s32 = along_axis(np.asarray(scale, dtype=np.float64).astype(np.float32), ndim, axis)
+    zp = along_axis(np.asarray(zero_point).astype(np.int64), ndim, axis)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
+        v = np.divide(x32, s32, dtype=np.float32)
+    assert v.dtype == np.float32
+    r = np.rint(v).astype(np.float64)
+    r = np.where(np.isnan(r), 0.0, r)
+    q = np.clip(r + zp, lo, hi)
+    return q.astype(dtype)
+
+
+def dequantize_reference(xq, scale, zero_point, axis=None):
+    """ONNX DequantizeLinear: float32(q - zp) * float32(scale), one float32 multiply
+    (q - zp is an integer of at most 510 in magnitude, exact in float32)."""
+    xq = np.asarray(xq)
+    ndim = xq.ndim
+    diff = xq.astype(np.int64) - along_axis(np.asarray(zero_point).astype(np.int64), ndim, axis)
+    d32 = diff.astype(np.float32)
+    s32 = along_axis(np.asarray(scale, dtype=np.float64).astype(np.float32), ndim, axis)
+    y = d32 * s32
+    assert d32.dtype == s32.dtype == y.dtype == np.float32
+    return y

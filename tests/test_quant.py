@@ -30,9 +30,12 @@ from reference import (
     EPS32,
     QDTYPE_RANGES,
     TINY32,
+    along_axis,
     conv1x1_reference,
     conv1x1_tolerance,
+    dequantize_reference,
     qconv1x1_reference,
+    quantize_reference,
 )
 
 import fastpw
@@ -56,49 +59,6 @@ FEWER_EXAMPLES = max(10, settings.default.max_examples // 4)
 
 
 # ---------------------------------------------------------------------------- references
-
-
-def _along(param, ndim, axis):
-    """A scalar as is; a 1-D per-axis array reshaped to broadcast along ``axis``."""
-    param = np.asarray(param)
-    if axis is None or param.ndim == 0:
-        return param
-    shape = [1] * ndim
-    shape[axis] = -1
-    return param.reshape(shape)
-
-
-def quantize_reference(x, scale, zero_point, dtype, axis=None):
-    """ONNX QuantizeLinear, literally: x -> float32, scale -> float32, v = x / scale in
-    float32, rint (half to even), NaN -> 0, then + zero point and saturate in float64 (exact:
-    rint(v) is a float32 integer or +-inf)."""
-    dtype = np.dtype(dtype)
-    lo, hi = QDTYPE_RANGES[dtype]
-    with np.errstate(over="ignore"):
-        x32 = np.asarray(x).astype(np.float32)
-    ndim = x32.ndim
-    s32 = _along(np.asarray(scale, dtype=np.float64).astype(np.float32), ndim, axis)
-    zp = _along(np.asarray(zero_point).astype(np.int64), ndim, axis)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
-        v = np.divide(x32, s32, dtype=np.float32)
-    assert v.dtype == np.float32
-    r = np.rint(v).astype(np.float64)
-    r = np.where(np.isnan(r), 0.0, r)
-    q = np.clip(r + zp, lo, hi)
-    return q.astype(dtype)
-
-
-def dequantize_reference(xq, scale, zero_point, axis=None):
-    """ONNX DequantizeLinear: float32(q - zp) * float32(scale), one float32 multiply
-    (q - zp is an integer of at most 510 in magnitude, exact in float32)."""
-    xq = np.asarray(xq)
-    ndim = xq.ndim
-    diff = xq.astype(np.int64) - _along(np.asarray(zero_point).astype(np.int64), ndim, axis)
-    d32 = diff.astype(np.float32)
-    s32 = _along(np.asarray(scale, dtype=np.float64).astype(np.float32), ndim, axis)
-    y = d32 * s32
-    assert d32.dtype == s32.dtype == y.dtype == np.float32
-    return y
 
 
 def qparams_reference(lo, hi, dtype, symmetric=False):
@@ -172,7 +132,7 @@ def random_qparams(rng, dtype, count=None, scale_kind="any"):
 def spread_data(rng, shape, scale, axis=None):
     """float32 data from about -200 to 200 steps of ``scale``: most values inside the
     range, some saturating either way."""
-    s = _along(np.asarray(scale, np.float64), len(shape), axis)
+    s = along_axis(np.asarray(scale, np.float64), len(shape), axis)
     return (rng.uniform(-200, 200, shape) * s).astype(np.float32)
 
 
@@ -737,10 +697,10 @@ def test_choose_qparams_per_axis(dtype, symmetric, axis):
         assert (float(scale[i]), int(zero_point[i])) == expected, f"channel {i}"
     # the per-axis qparams cover every channel and represent 0 exactly
     back = dequantize(quantize(x, qp, dtype, axis=axis), qp, axis=axis).astype(np.float64)
-    s = _along(scale.astype(np.float64), 3, axis % 3)
+    s = along_axis(scale.astype(np.float64), 3, axis % 3)
     assert np.all(np.abs(back - x) <= 0.5 * s * (1 + 1e-5) + 4 * EPS32 * np.abs(x))
     zq = quantize(np.zeros(shape, np.float32), qp, dtype, axis=axis)
-    assert np.all(zq == _along(zero_point, 3, axis % 3))
+    assert np.all(zq == along_axis(zero_point, 3, axis % 3))
     assert np.all(dequantize(zq, qp, axis=axis) == 0.0)
 
 
