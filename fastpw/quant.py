@@ -347,7 +347,7 @@ class Observer:
         lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         if 0 < hi - lo < SMALLEST_HISTOGRAM_SPAN:
             # Bins narrower than the smallest normal float64 cannot be told apart. Any
-            # range this narrow gives scale MIN_SCALE and zero point qmin - 0 anyway.
+            # range this narrow gives scale MIN_SCALE, and the same zero point, anyway.
             hi = lo + SMALLEST_HISTOGRAM_SPAN
         if self.histogram is None:
             self.min, self.max = lo, hi
