@@ -401,7 +401,7 @@ def _dtype_range(dtype) -> tuple[int, int]:
 
 def _split_qparams(name: str, qparams):
     if qparams is None:
-        raise TypeError(f"{name} is required: pass ({name[0]}_scale, zero_point) or fastpw.QParams")
+        raise TypeError(f"{name} is required: pass a (scale, zero_point) pair or fastpw.QParams")
     try:
         scale, zero_point = qparams
     except (TypeError, ValueError):

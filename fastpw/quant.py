@@ -35,6 +35,7 @@ from ._api import (
     QParams,
     _is_int,
     _normalize_num_threads,
+    _split_qparams,
 )
 
 __all__ = [
@@ -93,22 +94,10 @@ def _real_float64(name: str, value) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _split(qparams):
-    if isinstance(qparams, QParams):
-        return qparams.scale, qparams.zero_point
-    try:
-        scale, zero_point = qparams
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"qparams must be fastpw.QParams or a (scale, zero_point) pair; got {qparams!r}"
-        ) from None
-    return scale, zero_point
-
-
 def _qparams_arrays(qparams, dtype: np.dtype, axis, shape: tuple):
     """(scale float32 (A,), zero point int32 (A,), inner) for an array of `shape`: A is 1
     per tensor, shape[axis] per axis; inner is the number of elements after the axis."""
-    scale, zero_point = _split(qparams)
+    scale, zero_point = _split_qparams("qparams", qparams)
     if axis is None and isinstance(scale, (float, np.floating)) and _is_int(zero_point):
         # Per tensor with plain numbers, the common case: the same checks, without the
         # array machinery below (it costs as much as quantizing 50k elements).
