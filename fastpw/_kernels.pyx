@@ -119,9 +119,33 @@ cdef extern from "fastpw/dispatch.h" nogil:
     const fpw_family fpw_families[]
     int FPW_NUM_FAMILIES
     fpw_cpu_features fpw_detect_cpu()
+
+
+cdef extern from "fastpw/threads.h" nogil:
     int fpw_openmp_enabled()
     int fpw_max_threads()
     int fpw_thread_num()
+    int fpw_thread_limit()
+    int fpw_in_parallel()
+    int fpw_flag_get(const int *flag)
+    void fpw_flag_set(int *flag, int value)
+    void fpw_note_team_started()
+    int fpw_serial_after_fork()
+    int fpw_install_fork_handler()
+    int fpw_affinity_cores()
+    int fpw_reserve_threads(int wanted)
+    double fpw_seconds()
+
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident()
+
+
+cdef extern from "Python.h":
+    # Declared here without an exception value: the tile loop calls it with the GIL taken
+    # for a moment inside a nogil region, and carries a raised KeyboardInterrupt out of
+    # that region itself (see _signal_arrived).
+    int PyErr_CheckSignals()
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,9 +207,102 @@ def openmp_enabled():
     return bool(fpw_openmp_enabled())
 
 
+# ---------------------------------------------------------------------------------------
+# Threads: how many a call gets (include/fastpw/threads.h says why each limit exists)
+
+if fpw_install_fork_handler() != 0:
+    raise ImportError("fastpw: could not register its at-fork handler (pthread_atfork)")
+
+
+def _cgroup_cpu_quota(root="/sys/fs/cgroup"):
+    """CPUs the cgroup CPU quota of this process allows, rounded up; 0 if it sets none.
+    cgroup v2 (cpu.max: "quota period" or "max period") or v1 (cpu.cfs_quota_us, -1 for
+    none, and cpu.cfs_period_us), in this process's own cgroup and in the root one."""
+    import math
+    import os
+    paths = {"": "/"}
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for name in controllers.split(","):
+                    paths[name] = path
+    except (OSError, ValueError):
+        pass
+    candidates = []
+    for base in {paths.get(""), "/"}:
+        candidates.append((os.path.join(root, base.lstrip("/"), "cpu.max"), None))
+    for key in ("cpu", "cpu,cpuacct"):
+        for base in {paths.get(key, "/"), "/"}:
+            folder = os.path.join(root, key, base.lstrip("/"))
+            candidates.append((os.path.join(folder, "cpu.cfs_quota_us"),
+                               os.path.join(folder, "cpu.cfs_period_us")))
+    for quota_path, period_path in candidates:
+        try:
+            with open(quota_path) as f:
+                fields = f.read().split()
+            if period_path is not None:
+                with open(period_path) as f:
+                    fields.append(f.read().strip())
+            # (Unpacked, not indexed: this module turns off bounds checks, lists' too.)
+            quota, period = fields
+            period = int(period)
+            if quota in ("max", "-1") or period <= 0:
+                continue
+            return max(1, math.ceil(int(quota) / period))
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+cdef int _cgroup_cores = _cgroup_cpu_quota()
+# Python runs signal handlers in the main thread only: calls there look for Ctrl-C.
+cdef unsigned long _main_thread_ident = __import__("threading").main_thread().ident
+cdef int _core_limit_override = 0
+
+
+def _set_core_limit(limit):
+    """Tests only: let calls use `limit` threads whatever the cores (None: the cores
+    again), so thread-count tests can run 3 or 8 threads on a 2-core machine. Returns
+    the previous override (None if there was none)."""
+    global _core_limit_override
+    previous = _core_limit_override or None
+    _core_limit_override = 0 if limit is None else max(1, int(limit))
+    return previous
+
+
+cdef int _thread_ceiling(int requested) noexcept:
+    """The most threads a call that asks for `requested` may use: no more than the cores
+    this process may run on (affinity and cgroup quota, as scikit-learn's
+    _openmp_effective_n_threads counts them) and OpenMP's thread limit; one inside
+    another OpenMP team (no nested teams) and in a forked child of a process that ran
+    teams (libgomp's pool does not survive fork)."""
+    if requested <= 1 or fpw_in_parallel() or fpw_serial_after_fork():
+        return 1
+    cdef int cores = fpw_affinity_cores()
+    if _cgroup_cores > 0 and (cores == 0 or _cgroup_cores < cores):
+        cores = _cgroup_cores
+    if _core_limit_override > 0:
+        cores = _core_limit_override
+    if cores > 0 and requested > cores:
+        requested = cores
+    return max(1, min(requested, fpw_thread_limit()))
+
+
+cdef int _threads_for_call(int requested) noexcept:
+    """Threads a call runs on: the ceiling, and no more than this process can create
+    (libgomp exits the process when it cannot). Called with the GIL held."""
+    cdef int threads = _thread_ceiling(requested)
+    if threads > 1:
+        threads = fpw_reserve_threads(threads)
+    return threads
+
+
 def max_threads():
-    """Threads a call uses by default (OpenMP's, so OMP_NUM_THREADS and threadpoolctl apply)."""
-    return fpw_max_threads()
+    """Threads a call uses by default: OpenMP's setting (OMP_NUM_THREADS, threadpoolctl)
+    capped at the cores this process may use; 1 in a forked child of a process that ran
+    threads (see the README's Threading section)."""
+    return _thread_ceiling(fpw_max_threads())
 
 
 def fma_peak_gflops(str name, double seconds=0.2):
@@ -282,6 +399,12 @@ cdef struct Gemm:
     int64_t scratch_stride
     # float32: reduce over K in blocks of kc_block (0: in one pass), see KC_BLOCK.
     int64_t kc_block
+    # Ctrl-C: the thread that called (team thread 0) looks for a pending signal every
+    # SIGNAL_CHECK_SECONDS between blocks; one sets `interrupted` and the rest of the
+    # blocks are skipped. Only in the main thread, where Python runs signal handlers.
+    bint check_signals
+    int interrupted
+    double next_signal_check
     # Exactly one kernel is set: the float32 or the int8 microkernel.
     fpw_f32_gemm_fn f32_kernel
     fpw_q8_gemm_fn q8_kernel
@@ -297,14 +420,25 @@ cdef enum:
     L2_BLOCK_BYTES = 262144
     # Below this many flops per thread, fork/join costs more than the threads save.
     MIN_FLOPS_PER_THREAD = 200000
-    # num_threads above this is treated as this (the Python layer clamps it).
+    # num_threads above this is treated as this (the Python layer clamps it); calls are
+    # capped far lower, at the cores the process may use (_thread_ceiling).
     MAX_THREADS = 65536
+    # A block is cut until it does at most this many flops (a few milliseconds of work),
+    # so a pending Ctrl-C is seen within SIGNAL_CHECK_SECONDS plus one block.
+    MAX_BLOCK_FLOPS = 1 << 28
+    # _run_gemm's result when a signal handler raised.
+    GEMM_INTERRUPTED = -2
     # float32 reductions longer than this are done in blocks of this many channels, so
     # the slice of B a tile streams (KC x NR floats, 64 KiB) stays in L2 while the tiles
     # of a block reuse it. The blocks are fixed by the shape: results stay identical for
     # every thread count. int8 never splits: its epilogue requantizes, and its groups of
     # 4 channels pack 4 times more reduction into the same bytes.
     KC_BLOCK = 512
+
+
+# How often the calling thread looks for a pending signal (Ctrl-C) during a call: taking
+# the GIL for PyErr_CheckSignals costs about a microsecond when no other thread holds it.
+cdef double SIGNAL_CHECK_SECONDS = 0.02
 
 
 cdef inline int64_t _round_up(int64_t value, int64_t multiple) noexcept nogil:
@@ -319,6 +453,18 @@ cdef inline int64_t _line_quantum(int64_t tile, int64_t unit_stride, int64_t ele
         while (quantum * elem) % 64 != 0 and quantum * elem < 64 * tile:
             quantum += tile
     return quantum
+
+
+cdef bint _halve_block(int64_t *mb, int64_t *nb, int64_t m_quantum,
+                       int64_t n_quantum) noexcept nogil:
+    """Halve the block side that has more quanta left; False if both are one quantum."""
+    if nb[0] > n_quantum and (nb[0] // n_quantum >= mb[0] // m_quantum or mb[0] <= m_quantum):
+        nb[0] = _round_up((nb[0] + 1) // 2, n_quantum)
+    elif mb[0] > m_quantum:
+        mb[0] = _round_up((mb[0] + 1) // 2, m_quantum)
+    else:
+        return False
+    return True
 
 
 cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
@@ -342,13 +488,13 @@ cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
     # Eight blocks per thread: with the dynamic schedule, finer blocks even out the
     # end of a call (int8 1024->256 14x14 at 2 threads: 649 -> 703 GOP/s).
     cdef int64_t wanted = 8 * threads if threads > 1 else 1
-    # Cut the dimension that has more quanta left until every thread has several blocks.
+    # Cut until every thread has several blocks, and no block is long enough to delay a
+    # Ctrl-C (MAX_BLOCK_FLOPS).
     while outer * ((g.M + mb - 1) // mb) * ((g.N + nb - 1) // nb) < wanted:
-        if nb > n_quantum and (nb // n_quantum >= mb // m_quantum or mb <= m_quantum):
-            nb = _round_up((nb + 1) // 2, n_quantum)
-        elif mb > m_quantum:
-            mb = _round_up((mb + 1) // 2, m_quantum)
-        else:
+        if not _halve_block(&mb, &nb, m_quantum, n_quantum):
+            break
+    while 2 * mb * nb * max(g.K, 1) > MAX_BLOCK_FLOPS:
+        if not _halve_block(&mb, &nb, m_quantum, n_quantum):
             break
     g.mb = mb
     g.nb = nb
@@ -356,7 +502,9 @@ cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
     g.n_blocks = (g.N + nb - 1) // nb
 
 
-cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
+cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
+    # `thread`: which scratch buffer is this block's (the team's thread number, 0 when
+    # serial: inside another OpenMP team omp_get_thread_num() is the outer team's).
     cdef int64_t per_gemm = g.m_blocks * g.n_blocks
     cdef int64_t outer = item // per_gemm, inner = item % per_gemm
     cdef int64_t batch = outer // g.groups, group = outer % g.groups
@@ -382,7 +530,7 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     cdef int64_t i0, j0, mr, nr, at, packed_block, pixel_begin, pixel_end
     cdef int64_t *packed_tag
     if g.restride_a:
-        rows = g.scratch + fpw_thread_num() * g.scratch_stride
+        rows = g.scratch + thread * g.scratch_stride
         for i0 in range(i_end - i_begin):
             memcpy(rows + i0 * g.restrided_rs, a + (i_begin + i0) * g.a_rs, g.row_bytes)
         a = rows
@@ -392,7 +540,7 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
     if g.pack != NULL:
         # The thread's buffer: a 64-byte header naming the block whose pixels it holds,
         # then the packed pixels. A block whose pixels are already there packs nothing.
-        rows = g.scratch + fpw_thread_num() * g.scratch_stride
+        rows = g.scratch + thread * g.scratch_stride
         packed_tag = <int64_t *>rows
         pixel_begin, pixel_end = (j_begin, j_end) if g.pack_on_columns else (i_begin, i_end)
         packed_block = outer * (g.n_blocks if g.pack_on_columns else g.m_blocks) + (
@@ -479,20 +627,63 @@ cdef void _run_block(const Gemm *g, int64_t item) noexcept nogil:
             break
 
 
-cdef int _run_gemm(Gemm *g, int threads) noexcept nogil:
-    """Run every block of g, on up to `threads` threads. Returns 0, or -1 when there was
-    no memory for the packing buffers (restriding falls back to reading in place)."""
+cdef inline int _useful_threads(double flops, int threads) noexcept nogil:
+    """At most `threads`, and no more than the work pays for: one per
+    MIN_FLOPS_PER_THREAD flops. Compared in floating point, as a count of threads past
+    INT_MAX flops' worth would not fit an int."""
+    if threads <= 1 or flops < 2.0 * MIN_FLOPS_PER_THREAD:
+        return 1
+    if flops / MIN_FLOPS_PER_THREAD >= threads:
+        return threads
+    return <int>(flops / MIN_FLOPS_PER_THREAD)
+
+
+def _useful_threads_for(double flops, int threads):
+    """Tests only: _useful_threads from Python."""
+    return _useful_threads(flops, threads)
+
+
+cdef int _gemm_threads(const Gemm *g, int requested) noexcept:
+    """Threads for one GEMM: what its flops pay for, within what the process may use.
+    Called with the GIL held, before the GEMM runs without it."""
     cdef double flops = 2.0 * g.M * g.N * g.K * g.batches * g.groups
     if g.q8_kernel != NULL:
         flops *= 2  # K counts groups of 2 or 4 channels; this errs toward fewer threads
-    cdef int useful = <int>(flops / MIN_FLOPS_PER_THREAD)
-    if threads > useful:
-        threads = useful if useful > 1 else 1
+    return _threads_for_call(_useful_threads(flops, requested))
+
+
+cdef bint _signal_arrived(Gemm *g) noexcept nogil:
+    """True once a signal handler raised (KeyboardInterrupt for Ctrl-C): the exception
+    stays set in the calling thread, and the caller raises it when the GEMM returns.
+    Looks at most every SIGNAL_CHECK_SECONDS, and only in the calling thread."""
+    if not g.check_signals:
+        return False
+    if fpw_flag_get(&g.interrupted):
+        return True
+    cdef double now = fpw_seconds()
+    if now < g.next_signal_check:
+        return False
+    g.next_signal_check = now + SIGNAL_CHECK_SECONDS
+    cdef int raised
+    with gil:
+        raised = PyErr_CheckSignals()
+    if raised:
+        fpw_flag_set(&g.interrupted, 1)
+    return raised != 0
+
+
+cdef int _run_gemm(Gemm *g, int threads) noexcept nogil:
+    """Run every block of g, on up to `threads` threads (from _gemm_threads). Returns 0,
+    -1 when there was no memory for the packing buffers (restriding falls back to
+    reading in place), or GEMM_INTERRUPTED when a signal handler raised: blocks not yet
+    started were skipped, and the output holds a mix of new and old values."""
     _plan_blocks(g, threads)
     cdef int64_t items = g.batches * g.groups * g.m_blocks * g.n_blocks
     cdef int64_t item, thread
     if threads > items:
         threads = <int>items
+    g.interrupted = 0
+    g.next_signal_check = fpw_seconds() + SIGNAL_CHECK_SECONDS
     g.scratch_stride = 0
     if g.restride_a:
         g.restrided_rs = g.row_bytes + 64
@@ -513,14 +704,36 @@ cdef int _run_gemm(Gemm *g, int threads) noexcept nogil:
                 (<int64_t *>(g.scratch + thread * g.scratch_stride))[0] = -1  # holds nothing
     if threads <= 1:
         for item in range(items):
-            _run_block(g, item)
+            if _signal_arrived(g):
+                break
+            _run_block(g, item, 0)
     else:
+        fpw_note_team_started()
         # Dynamic: on shared or busy cores a descheduled thread delays one block, not a
         # static share of them. Which thread runs a block never changes its result.
         with parallel(num_threads=threads):
             for item in prange(items, schedule="dynamic", chunksize=1):
-                _run_block(g, item)
+                if fpw_flag_get(&g.interrupted):
+                    continue
+                if fpw_thread_num() == 0 and _signal_arrived(g):
+                    continue
+                _run_block(g, item, fpw_thread_num())
     free(scratch)
+    return GEMM_INTERRUPTED if g.interrupted else 0
+
+
+cdef int _execute(Gemm *g, int requested) except -1:
+    """Run a GEMM without the GIL on the threads it gets; raise what a signal handler
+    raised during it (KeyboardInterrupt), or MemoryError if its buffers did not fit."""
+    g.check_signals = PyThread_get_thread_ident() == _main_thread_ident
+    cdef int threads = _gemm_threads(g, requested)
+    cdef int status
+    with nogil:
+        status = _run_gemm(g, threads)
+    if status == GEMM_INTERRUPTED:
+        return -1  # the handler's exception is set in this thread (_signal_arrived)
+    if status != 0:
+        raise MemoryError("fastpw: no memory for the packing buffers")
     return 0
 
 
@@ -876,8 +1089,7 @@ cdef class F32Plan:
             4 * g.a_rs, 4 * g.a_cs, 4 * g.a_ts, 4 * g.a_bs, 4 * g.a_gs)
         g.b_rs, g.b_ts, g.b_bs, g.b_gs = 4 * g.b_rs, 4 * g.b_ts, 4 * g.b_bs, 4 * g.b_gs
         g.row_bytes = 4 * Cg
-        with nogil:
-            _run_gemm(&g, threads)
+        _execute(&g, threads)
         return ya
 
 
@@ -1115,11 +1327,7 @@ cdef class Q8Plan:
                 g.b_padded = 0
                 g.bias_on_rows = 1
                 g.c_rs, g.c_cs, g.c_gs = y_cs, 1, Kg * y_cs
-        cdef int status
-        with nogil:
-            status = _run_gemm(&g, threads)
-        if status != 0:
-            raise MemoryError("fastpw: no memory to pack the int8 input")
+        _execute(&g, threads)
         return ya
 
 
@@ -1213,12 +1421,14 @@ def quantize_elementwise(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray scale,
         items = j.outer * j.axis_len * j.chunks_per_row
     cdef int threads = _threads_from(num_threads)
     threads = <int>max(1, min(<int64_t>threads, n // QUANT_MIN_PER_THREAD, items))
+    threads = _threads_for_call(threads)
     cdef int64_t item
     with nogil:
         if threads <= 1:
             for item in range(items):
                 _quant_item(&j, item)
         else:
+            fpw_note_team_started()
             with parallel(num_threads=threads):
                 for item in prange(items, schedule="dynamic", chunksize=1):
                     _quant_item(&j, item)

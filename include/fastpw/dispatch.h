@@ -157,28 +157,4 @@ static const fpw_family fpw_families[] = {
 
 #define FPW_NUM_FAMILIES ((int)(sizeof(fpw_families) / sizeof(fpw_families[0])))
 
-/* Thread helpers that also build without OpenMP. */
-#ifdef _OPENMP
-#include <omp.h>
-static int fpw_openmp_enabled(void) {
-    return 1;
-}
-static int fpw_max_threads(void) {
-    return omp_get_max_threads();
-}
-static int fpw_thread_num(void) {
-    return omp_get_thread_num();
-}
-#else
-static int fpw_openmp_enabled(void) {
-    return 0;
-}
-static int fpw_max_threads(void) {
-    return 1;
-}
-static int fpw_thread_num(void) {
-    return 0;
-}
-#endif
-
 #endif /* FASTPW_DISPATCH_H */
