@@ -29,7 +29,11 @@ depend only on the shape and the reduction over channels is never shared between
 (long ones run in fixed blocks of channels), so every output is summed by one thread in
 one order: results are bitwise identical for any thread count.
 ``num_threads`` caps a call; by default OpenMP's setting applies (OMP_NUM_THREADS,
-threadpoolctl).
+threadpoolctl). Every call is also capped at the cores the process may use (affinity,
+cgroup quota) and at the threads it can create; in a child forked from a process that
+ran threaded calls, and inside another OpenMP team, calls run on one thread. A call in
+the main thread raises KeyboardInterrupt soon after Ctrl-C, leaving ``out`` partly
+written. The README's Threading section has the details.
 """
 
 import os as _os
