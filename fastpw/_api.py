@@ -330,7 +330,8 @@ def conv1x1(
         larger buffer (``buf[:, 64:128]`` in NCHW); written and returned.
     num_threads : None for the OpenMP default (OMP_NUM_THREADS, threadpoolctl), or an int
         >= 1 capping this call.
-    x_quant, w_quant, y_quant : (scale, zero_point) pairs or ``QParams`` (quantized path).
+    x_quant, w_quant, y_quant : (scale, zero_point) pairs or ``QParams`` (quantized path);
+        a per-tensor scale or zero point is a number or a one-element array.
     out_dtype : quantized path: None (x's dtype), uint8, int8, int32 or float32.
 
     For repeated calls with the same weights, ``Conv1x1`` / ``QConv1x1`` pack them once.
@@ -428,8 +429,9 @@ def _check_scale(name: str, scale) -> np.ndarray:
 
 
 def _check_zero_point(name: str, zero_point, dtype=None) -> int:
-    if isinstance(zero_point, np.ndarray) and zero_point.ndim == 0:
-        zero_point = zero_point[()]  # a 0-d array, as ONNX initializers hold scalars
+    if isinstance(zero_point, np.ndarray) and zero_point.shape in ((), (1,)):
+        # A 0-d or one-element array, as ONNX initializers hold per-tensor values.
+        zero_point = zero_point.reshape(())[()]
     if not _is_int(zero_point):
         raise TypeError(f"{name} zero point must be an int; got {zero_point!r}")
     zero_point = int(zero_point)
@@ -442,13 +444,27 @@ def _check_zero_point(name: str, zero_point, dtype=None) -> int:
     return zero_point
 
 
-def _normalize_w_quant(w_quant, out_channels: int) -> np.ndarray:
-    """w_quant -> float32 scales of length K (per tensor scales repeated)."""
+def _per_tensor_qparams(name: str, qparams, what: str, dtype=None):
+    """(float32 scale, zero point) of a per-tensor (scale, zero_point) pair; either may
+    be a number or an array holding one (ONNX initializers are often shape (1,)). The
+    zero point must lie in `dtype`'s range (None: uint8's or int8's)."""
+    scale, zero_point = _split_qparams(name, qparams)
+    scale32 = _check_scale(name, scale)
+    if scale32.size != 1:
+        raise ValueError(f"{name} scale must be one float ({what}); got {scale32.size} scales")
+    return scale32.reshape(()), _check_zero_point(name, zero_point, dtype)
+
+
+def _normalize_w_quant(w_quant, out_channels: int):
+    """w_quant -> (float32 scales of length K, per tensor?): a per-tensor scale (a number,
+    or one scale in an array when K > 1) is repeated K times."""
     scale, zero_point = _split_qparams("w_quant", w_quant)
     scale32 = _check_scale("w_quant", scale)
-    if scale32.ndim == 1 and scale32.shape[0] != out_channels:
+    per_tensor = scale32.ndim == 0 or (scale32.shape[0] == 1 and out_channels > 1)
+    if not per_tensor and scale32.shape[0] != out_channels:
         raise ValueError(
-            f"w_quant per-channel scale must have length K={out_channels}; got {scale32.shape[0]}"
+            f"w_quant per-channel scale must have length K={out_channels} (or be one scale, "
+            f"per tensor); got {scale32.shape[0]}"
         )
     zeros = np.asarray(zero_point)
     if zeros.dtype.kind not in "iub" or zeros.ndim > 1 or np.any(zeros != 0):
@@ -456,7 +472,7 @@ def _normalize_w_quant(w_quant, out_channels: int) -> np.ndarray:
             f"w_quant zero point must be 0 (symmetric weights, as TFLite, XNNPACK and ONNX "
             f"Runtime's fast path require); got {zero_point!r}"
         )
-    return np.broadcast_to(scale32, (out_channels,)).astype(np.float32)
+    return np.broadcast_to(scale32, (out_channels,)).astype(np.float32), per_tensor
 
 
 def _normalize_out_dtype(out_dtype):
@@ -522,8 +538,9 @@ class QConv1x1:
     Parameters: ``weight`` int8 (K, C/groups[, 1, 1]); ``bias`` int32 (K,) in scale
     x_scale * w_scale[k], or None; ``x_quant``, ``w_quant`` (scale a float or K floats,
     zero point 0), ``y_quant`` (needed for 8-bit output): (scale, zero_point) pairs or
-    ``QParams``; ``out_dtype`` None (x's dtype), uint8, int8, int32 or float32; layout,
-    stride, groups and activation as for ``Conv1x1``.
+    ``QParams``, a per-tensor scale or zero point a number or a one-element array;
+    ``out_dtype`` None (x's dtype), uint8, int8, int32 or float32; layout, stride, groups
+    and activation as for ``Conv1x1``.
 
     At build time the layer packs the weights for the active kernel family, folds the
     input zero point (x_zp * sum_c w[k, c]) and any sign-shift compensation into the
@@ -593,16 +610,14 @@ class QConv1x1:
             bias.flags.writeable = False
         self.bias = bias
 
-        x_scale, x_zero_point = _split_qparams("x_quant", x_quant)
-        x_scale32 = _check_scale("x_quant", x_scale)
-        if x_scale32.ndim != 0:
-            raise ValueError("x_quant scale must be one float (per-tensor activations)")
-        self.x_quant = QParams(float(x_scale32), _check_zero_point("x_quant", x_zero_point))
-        w_scales = _normalize_w_quant(w_quant, self.out_channels)
-        w_scale_given = _split_qparams("w_quant", w_quant)[0]
-        self.w_quant = QParams(
-            float(w_scales[0]) if np.ndim(w_scale_given) == 0 else w_scales.copy(), 0
-        )
+        x_scale32, x_zero_point = _per_tensor_qparams("x_quant", x_quant, "per-tensor activations")
+        self.x_quant = QParams(float(x_scale32), x_zero_point)
+        w_scales, w_per_tensor = _normalize_w_quant(w_quant, self.out_channels)
+        if w_per_tensor:
+            self.w_quant = QParams(float(w_scales[0]), 0)
+        else:
+            self.w_quant = QParams(w_scales.copy(), 0)
+            self.w_quant.scale.flags.writeable = False  # the packed layer does not follow it
 
         eight_bit = self.out_dtype is None or self.out_dtype.itemsize == 1
         if y_quant is None:
@@ -613,14 +628,11 @@ class QConv1x1:
                     "dtype); pass y_quant=(scale, zero_point) or out_dtype=np.int32/np.float32"
                 )
         else:
-            y_scale, y_zero_point = _split_qparams("y_quant", y_quant)
-            y_scale32 = _check_scale("y_quant", y_scale)
-            if y_scale32.ndim != 0:
-                raise ValueError("y_quant scale must be one float (per-tensor outputs)")
             range_dtype = self.out_dtype if eight_bit else None  # None: uint8 or int8 range
-            self.y_quant = QParams(
-                float(y_scale32), _check_zero_point("y_quant", y_zero_point, range_dtype)
+            y_scale32, y_zero_point = _per_tensor_qparams(
+                "y_quant", y_quant, "per-tensor outputs", range_dtype
             )
+            self.y_quant = QParams(float(y_scale32), y_zero_point)
         if self.activation is not None and self.out_dtype == np.int32:
             raise ValueError(
                 "activation needs an 8-bit or float32 output; int32 output is the raw accumulator"
@@ -745,9 +757,9 @@ class QConv1x1:
         x_dtype = np.dtype(x_dtype)
         if x_dtype not in QUANTIZED_X_DTYPES:
             raise ValueError(f"x_dtype must be uint8 or int8; got {x_dtype}")
-        x_scale, x_zero_point = _split_qparams("x_quant", x_quant)
-        x_scale32 = _check_scale("x_quant", x_scale)
-        _check_zero_point("x_quant", x_zero_point, x_dtype)
+        x_scale32, x_zero_point = _per_tensor_qparams(
+            "x_quant", x_quant, "per-tensor activations", x_dtype
+        )
         w64 = weight.astype(np.float64)
         if bias is not None:
             bias = np.asarray(bias)

@@ -753,3 +753,81 @@ def test_layers_refuse_byte_swapped_arrays():
     )
     with pytest.raises(TypeError):
         qlayer(np.array([[[[2]]]], np.uint8), out=np.zeros((1, 1, 1, 1), ">i4"))
+
+
+# ------------------------------------------- messages that name the argument and the fix
+
+
+# Per-tensor qparams spelled as one-element arrays (as ONNX initializers often are, and as
+# fastpw.quant.quantize takes them): the same layer as plain numbers.
+ONE_ELEMENT = {
+    "x_quant": (np.array([0.02], np.float32), np.array([128], np.int64)),
+    "w_quant": (np.array([0.01], np.float32), np.array([0], np.int8)),
+    "y_quant": (np.array([0.1]), np.array([3], np.int32)),
+}
+PLAIN = {"x_quant": (0.02, 128), "w_quant": (0.01, 0), "y_quant": (0.1, 3)}
+
+
+def build_quantized(entry, x, qparams):
+    """The valid quantized problem's result through `entry`, with these qparams."""
+    args = qvalid()
+    del args["x"]
+    args.update(qparams)
+    weight, bias = args.pop("weight"), args.pop("bias")
+    if entry == "conv1x1":
+        return None, fastpw.conv1x1(x, weight, bias, **args)
+    if entry == "from_float":  # (it derives w_quant and the bias)
+        del args["w_quant"]
+        layer = fastpw.QConv1x1.from_float(
+            weight.astype(np.float32) / 100, per_channel=False, **args
+        )
+    else:
+        layer = fastpw.QConv1x1(weight, bias, **args)
+    return layer, layer(x)
+
+
+ONE_ELEMENT_CASES = [
+    (entry, names)
+    for entry in ("conv1x1", "QConv1x1", "from_float")
+    for names in (["x_quant"], ["w_quant"], ["y_quant"], list(PLAIN))
+    if not (entry == "from_float" and names == ["w_quant"])
+]
+
+
+@pytest.mark.parametrize(
+    "entry,names", ONE_ELEMENT_CASES, ids=[f"{e}-{'-'.join(n)}" for e, n in ONE_ELEMENT_CASES]
+)
+def test_one_element_qparams_are_per_tensor(entry, names):
+    x = qvalid()["x"]
+    plain_layer, expected = build_quantized(entry, x, PLAIN)
+    given = dict(PLAIN, **{name: ONE_ELEMENT[name] for name in names})
+    layer, got = build_quantized(entry, x, given)
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    if layer is not None:  # the attributes hold plain numbers either way
+        assert layer.x_quant == plain_layer.x_quant and layer.y_quant == plain_layer.y_quant
+        assert layer.w_quant == plain_layer.w_quant
+        assert np.ndim(layer.w_quant.scale) == 0
+
+
+# (id, problem, exception, regex on the message): what stays refused beside them
+BAD_ONE_ELEMENT_NEIGHBOURS = [
+    ("x-scale-two", qwith(x_quant=(np.full(2, 0.02), 128)), ValueError, r"x_quant"),
+    ("x-zp-two", qwith(x_quant=(0.02, np.array([128, 128]))), TypeError, r"x_quant"),
+    ("x-zp-1x1", qwith(x_quant=(0.02, np.array([[128]]))), TypeError, r"x_quant"),
+    ("x-scale-1x1", qwith(x_quant=(np.full((1, 1), 0.02), 128)), ValueError, r"x_quant"),
+    ("y-scale-two", qwith(y_quant=(np.full(2, 0.1), 3)), ValueError, r"y_quant"),
+    ("y-zp-one-float", qwith(y_quant=(0.1, np.array([3.0]))), TypeError, r"y_quant"),
+    ("y-zp-one-out-of-range", qwith(y_quant=(0.1, np.array([256]))), ValueError, r"y_quant"),
+    ("w-scale-two", qwith(w_quant=(np.full(2, 0.01), 0)), ValueError, r"w_quant"),
+    ("w-zp-one-nonzero", qwith(w_quant=(np.array([0.01]), np.array([1]))), ValueError, r"w_q"),
+]
+
+
+@pytest.mark.parametrize(
+    "build,exc,pattern",
+    [c[1:] for c in BAD_ONE_ELEMENT_NEIGHBOURS],
+    ids=[c[0] for c in BAD_ONE_ELEMENT_NEIGHBOURS],
+)
+def test_bad_qparams_arrays_raise(build, exc, pattern):
+    with pytest.raises(exc, match="(?i)" + pattern):
+        qcall(build())

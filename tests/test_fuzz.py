@@ -636,7 +636,7 @@ def draw_qpair(draw, case, name, scale, zero_point, phase):
     """A valid (or gray) spelling of the pair (scale, zero_point).
 
     Returns (meaning scale, meaning zero point, argument)."""
-    form = draw(st.sampled_from(["tuple", "tuple", "QParams", "list", "numpy", "0-d"]))
+    form = draw(st.sampled_from(["tuple", "tuple", "QParams", "list", "numpy", "0-d", "1-element"]))
     if faulty(draw, case, "qparams-gray", 8):
         form = draw(st.sampled_from(["str-scale", "iterator", "dict", "bool-scale"]))
     if form == "tuple":
@@ -649,6 +649,8 @@ def draw_qpair(draw, case, name, scale, zero_point, phase):
         return scale, zero_point, (np.float32(scale), np.int64(zero_point))
     if form == "0-d":
         return scale, zero_point, (np.array(scale), np.array(zero_point))
+    if form == "1-element":  # shape (1,), as ONNX initializers often hold per-tensor values
+        return scale, zero_point, (np.array([scale]), np.array([zero_point]))
     if np.ndim(scale) != 0:
         return scale, zero_point, (scale, zero_point)
     if form == "str-scale":
@@ -1016,6 +1018,8 @@ def draw_quant_args(draw, case, p, build, x_dtype, out_channels):
             "float64": ws.astype(np.float64),
             "list": [float(v) for v in ws],
         }[w_scale_arg]
+    elif chance(draw, 20):  # one scale in a shape-(1,) array: per tensor
+        w_scale_arg = np.array([ws], np.float32)
     wzp_arg = draw(st.sampled_from([0, np.int8(0), np.int64(0)]))
     if faulty(draw, case, "qparams-gray", 8):
         wzp_arg = draw(st.sampled_from(["zeros", "false", "0.0"]))
@@ -1500,9 +1504,9 @@ def elementwise_cases(draw, quantizing, focus):
     else:
         scale, scale_arg = draw_scales(draw, case, None)
         zp, zp_arg = draw_zero_points(draw, case, rng, qd, None)
-        if faulty(draw, case, "qparams-gray", 10):
+        if chance(draw, 10):  # documented: a one-element array is a per-tensor value
             scale_arg, zp_arg = np.array([scale]), np.array([zp])
-            case.add("one-element arrays of qparams without axis=", GRAY)
+            case.add("one-element arrays of qparams without axis=", VALID)
     wrap = draw(st.sampled_from(["tuple", "QParams", "list"]))
     qparams = {"tuple": tuple, "QParams": QParams._make, "list": list}[wrap]((scale_arg, zp_arg))
 
