@@ -240,6 +240,14 @@ def _run_float(plan, layout, stride, x, out, num_threads):
     )
 
 
+def _layer_settings(layer) -> dict:
+    """The keyword arguments both layers take besides weights and qparams, as a layer
+    holds them (normalized): what a pickle keeps of them."""
+    return dict(
+        layout=layer.layout, stride=layer.stride, groups=layer.groups, activation=layer.activation
+    )
+
+
 class Conv1x1:
     """A float32 1x1 convolution layer whose weights are packed once.
 
@@ -249,6 +257,9 @@ class Conv1x1:
 
     Attributes: weight (float32 (K, C/groups), read-only copy), bias (float32 (K,) or
     None, read-only copy), in_channels, out_channels, layout, stride, groups, activation.
+
+    Pickling and ``copy`` keep the constructor's arguments, never the packed panels:
+    loading builds the layer again, packed for the loading process's kernel family.
     """
 
     def __init__(self, weight, bias=None, *, layout="NCHW", stride=1, groups=1, activation=None):
@@ -273,6 +284,12 @@ class Conv1x1:
     def isa(self) -> str:
         """The kernel family this layer's weights are packed for."""
         return self._plan.isa
+
+    def __getstate__(self) -> dict:
+        return dict(weight=self.weight, bias=self.bias, **_layer_settings(self))
+
+    def __setstate__(self, state: dict) -> None:
+        Conv1x1.__init__(self, **state)
 
     def __call__(self, x, out=None, num_threads=None):
         if self._fast:
@@ -545,7 +562,9 @@ class QConv1x1:
     At build time the layer packs the weights for the active kernel family, folds the
     input zero point (x_zp * sum_c w[k, c]) and any sign-shift compensation into the
     bias, and computes the requantization multipliers, so a call does only the GEMM and
-    its epilogue.
+    its epilogue. Pickling and ``copy`` keep the constructor's arguments (int8 weights,
+    int32 bias, qparams, settings), never the packed panels: loading builds the layer
+    again for the loading process's kernel family.
     """
 
     def __init__(
@@ -697,6 +716,20 @@ class QConv1x1:
         out_dtype = self._resolved_out_dtype(x)
         if out_dtype.itemsize == 1:
             _check_zero_point("y_quant", self.y_quant.zero_point, out_dtype)
+
+    def __getstate__(self) -> dict:
+        return dict(
+            weight=self.weight,
+            bias=self.bias,
+            x_quant=self.x_quant,
+            w_quant=self.w_quant,
+            y_quant=self.y_quant,
+            out_dtype=self.out_dtype,
+            **_layer_settings(self),
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        QConv1x1.__init__(self, **state)
 
     def __call__(self, x, out=None, num_threads=None):
         if self._fast:
