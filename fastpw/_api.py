@@ -19,6 +19,10 @@ from . import _kernels
 LAYOUTS = ("NCHW", "NHWC")
 NAMED_ACTIVATIONS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 MAX_THREADS = 65536  # the kernels cap any larger request to this
+# The layers' fast path takes plain ndarrays only: a subclass (a masked array, whose mask
+# the kernels would not read) goes through the checks of the general path. (A module
+# name, not np.ndarray: the attribute lookup would double the check's cost per call.)
+_PLAIN_ARRAY = np.ndarray
 
 
 def _is_int(value) -> bool:
@@ -70,6 +74,17 @@ def _normalize_activation(activation):
     )
 
 
+def _refuse_masked(name: str, value) -> None:
+    """Every entry point's check for numpy masked arrays: the kernels read the data and
+    never the mask, so a masked array would be computed as if nothing were masked."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a numpy masked array, and fastpw does not read masks: pass "
+            f"{name}.filled(value) to give the masked entries a value, or np.asarray({name}) "
+            f"if the mask is meant to be ignored"
+        )
+
+
 def _check_float32(name: str, array: np.ndarray) -> None:
     dtype = array.dtype
     if dtype == np.float32:
@@ -98,6 +113,7 @@ def _normalize_groups(groups) -> int:
 
 def _normalize_weight(weight, groups: int) -> np.ndarray:
     """(K, C/groups) float32, C-contiguous (a view of the caller's array when possible)."""
+    _refuse_masked("weight", weight)
     weight = np.asarray(weight)
     _check_float32("weight", weight)
     if weight.ndim == 4 and weight.shape[2:] == (1, 1):
@@ -129,6 +145,7 @@ def _contiguous_aligned(array: np.ndarray) -> np.ndarray:
 def _normalize_bias(bias, out_channels: int):
     if bias is None:
         return None
+    _refuse_masked("bias", bias)
     bias = np.asarray(bias)
     _check_float32("bias", bias)
     if bias.shape != (out_channels,):
@@ -149,6 +166,7 @@ def _normalize_num_threads(num_threads):
 
 
 def _check_input(x, in_channels: int, groups: int, layout: str, check_dtype) -> np.ndarray:
+    _refuse_masked("x", x)
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     check_dtype("x", x)
@@ -175,6 +193,7 @@ def _output_shape(x: np.ndarray, out_channels: int, stride, layout: str) -> tupl
 
 def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray, bias=None):
     dtype = np.dtype(dtype)
+    _refuse_masked("out", out)
     if not isinstance(out, np.ndarray):
         raise TypeError(
             f"out must be a numpy {dtype} array of shape {shape}; got {type(out).__name__}"
@@ -292,7 +311,7 @@ class Conv1x1:
         Conv1x1.__init__(self, **state)
 
     def __call__(self, x, out=None, num_threads=None):
-        if self._fast:
+        if self._fast and type(x) is _PLAIN_ARRAY and (out is None or type(out) is _PLAIN_ARRAY):
             y = self._plan.run(x, out, num_threads)
             if y is not None:
                 return y
@@ -587,6 +606,7 @@ class QConv1x1:
         self.activation, clamp = _normalize_activation(activation)
         self.out_dtype = _normalize_out_dtype(out_dtype)
 
+        _refuse_masked("weight", weight)
         weight = np.asarray(weight)
         if weight.dtype != np.int8:
             hint = (
@@ -611,6 +631,7 @@ class QConv1x1:
         self.in_channels = channels_per_group * self.groups
 
         if bias is not None:
+            _refuse_masked("bias", bias)
             bias = np.asarray(bias)
             if bias.dtype != np.int32:
                 hint = (
@@ -732,7 +753,7 @@ class QConv1x1:
         QConv1x1.__init__(self, **state)
 
     def __call__(self, x, out=None, num_threads=None):
-        if self._fast:
+        if self._fast and type(x) is _PLAIN_ARRAY and (out is None or type(out) is _PLAIN_ARRAY):
             y = self._plan.run(x, out, self._out_type, num_threads)
             if y is not None:
                 return y
@@ -778,6 +799,7 @@ class QConv1x1:
         scales. ``x_dtype`` is the dtype of the inputs the layer will see: it sets the
         default output dtype and the valid range of x's zero point.
         """
+        _refuse_masked("weight", weight)
         weight = np.asarray(weight)
         _check_float32("weight", weight)
         if weight.ndim == 4 and weight.shape[2:] == (1, 1):
@@ -795,6 +817,7 @@ class QConv1x1:
         )
         w64 = weight.astype(np.float64)
         if bias is not None:
+            _refuse_masked("bias", bias)
             bias = np.asarray(bias)
             _check_float32("bias", bias)
             if bias.shape != (w64.shape[0],):

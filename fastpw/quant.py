@@ -35,6 +35,7 @@ from ._api import (
     QParams,
     _is_int,
     _normalize_num_threads,
+    _refuse_masked,
     _split_qparams,
 )
 
@@ -88,6 +89,7 @@ def _real_float64(name: str, value) -> np.ndarray:
     """value as a float64 array, if it holds real numbers (bool, int or float): complex
     would lose its imaginary part, and None, datetimes, objects or ints past float64
     would become NaN, garbage or an OverflowError inside the arithmetic."""
+    _refuse_masked(name, value)
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got {array.dtype} {value!r:.80}")
@@ -160,6 +162,7 @@ def _qparams_arrays(qparams, dtype: np.dtype, axis, shape: tuple):
 def _check_out(out, shape, dtype):
     if out is None:
         return np.empty(shape, dtype)
+    _refuse_masked("out", out)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy array; got {type(out).__name__}")
     if out.shape != tuple(shape) or out.dtype != dtype:
@@ -198,6 +201,7 @@ def quantize(x, qparams, dtype=np.uint8, *, axis=None, out=None, num_threads=Non
     the zero point, +-inf saturate. Any float input is converted to float32 first.
     """
     dtype = _quantized_dtype(dtype)
+    _refuse_masked("x", x)
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise TypeError(f"quantize wants a float array; got {x.dtype}")
@@ -212,6 +216,7 @@ def dequantize(xq, qparams, *, axis=None, out=None, num_threads=None):
     """uint8/int8 -> float32: ``float32(xq - zero_point) * scale`` (ONNX
     DequantizeLinear). ``qparams`` as for ``quantize``; the zero point must lie in xq's
     dtype range."""
+    _refuse_masked("xq", xq)
     xq = np.asarray(xq)
     if xq.dtype not in QUANTIZED_X_DTYPES:
         raise TypeError(f"dequantize wants a uint8 or int8 array; got {xq.dtype}")
@@ -302,6 +307,7 @@ class Observer:
         self.batches = 0
 
     def update(self, x) -> None:
+        _refuse_masked("x", x)
         x = np.asarray(x)
         if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
             raise TypeError(f"Observer.update wants a real-valued array; got {x.dtype}")
@@ -396,6 +402,7 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
     returned as float32 in the weight's shape. Everything but weight may be bool, int or
     float; complex, object (None among numbers) and datetime values are a TypeError.
     """
+    _refuse_masked("weight", weight)
     weight = np.asarray(weight)
     if weight.dtype.kind != "f":
         raise TypeError(f"weight must be a float array; got {weight.dtype}")
@@ -492,7 +499,8 @@ class QuantizedSequential:
         if not isinstance(calibration_inputs, Iterable):
             raise TypeError("calibration_inputs must be an iterable of float arrays")
         observers = [Observer(x_dtype, method=method) for _ in range(len(layers) + 1)]
-        for x in calibration_inputs:
+        for batch, x in enumerate(calibration_inputs):
+            _refuse_masked(f"calibration_inputs[{batch}]", x)
             x = np.asarray(x)
             if x.dtype.kind != "f":
                 raise TypeError(f"calibration inputs must be float arrays; got {x.dtype}")
@@ -542,6 +550,7 @@ class QuantizedSequential:
     def report(self, x, file=None) -> list[dict]:
         """Print (to ``file``, default stdout) and return, per layer, the SQNR in dB of
         the int8 chain's dequantized output against the float chain's, both fed ``x``."""
+        _refuse_masked("x", x)
         x = np.asarray(x, dtype=np.float32)
         rows = []
         reference = x

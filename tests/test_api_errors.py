@@ -831,3 +831,127 @@ BAD_ONE_ELEMENT_NEIGHBOURS = [
 def test_bad_qparams_arrays_raise(build, exc, pattern):
     with pytest.raises(exc, match="(?i)" + pattern):
         qcall(build())
+
+
+def masked(array):
+    """`array` as a masked array with its first element masked."""
+    mask = np.zeros(array.shape, bool)
+    mask.flat[0] = True
+    return np.ma.masked_array(array, mask=mask)
+
+
+def quantized_layer():
+    args = qvalid()
+    del args["x"]
+    return fastpw.QConv1x1(args.pop("weight"), args.pop("bias"), **args)
+
+
+def float_layer():
+    return fastpw.Conv1x1(valid()["weight"], valid()["bias"])
+
+
+def observe(x):
+    from fastpw.quant import Observer
+
+    Observer().update(x)
+
+
+def calibrate(x):
+    from fastpw.quant import QuantizedSequential
+
+    QuantizedSequential.calibrate([float_layer()], [valid()["x"], x])
+
+
+# (id, a call with one masked array, the argument's name in the message)
+MASKED_CALLS = [
+    ("conv1x1-x", lambda: call(dict(valid(), x=masked(valid()["x"]))), "x"),
+    ("conv1x1-weight", lambda: call(dict(valid(), weight=masked(valid()["weight"]))), "weight"),
+    ("conv1x1-bias", lambda: call(dict(valid(), bias=masked(valid()["bias"]))), "bias"),
+    ("conv1x1-out", lambda: call(dict(valid(), out=masked(f32(N, K, H, W)))), "out"),
+    ("conv1x1-stride-x", lambda: call(dict(valid(), x=masked(valid()["x"]), stride=2)), "x"),
+    ("conv1x1-q-x", lambda: qcall(dict(qvalid(), x=masked(qvalid()["x"]))), "x"),
+    (
+        "conv1x1-q-weight",
+        lambda: qcall(dict(qvalid(), weight=masked(qvalid()["weight"]))),
+        "weight",
+    ),
+    ("conv1x1-q-bias", lambda: qcall(dict(qvalid(), bias=masked(qvalid()["bias"]))), "bias"),
+    ("conv1x1-q-out", lambda: qcall(dict(qvalid(), out=masked(u8(N, K, H, W)))), "out"),
+    ("Conv1x1-weight", lambda: fastpw.Conv1x1(masked(valid()["weight"])), "weight"),
+    ("Conv1x1-bias", lambda: fastpw.Conv1x1(valid()["weight"], masked(valid()["bias"])), "bias"),
+    ("Conv1x1-call-x", lambda: float_layer()(masked(valid()["x"])), "x"),
+    ("Conv1x1-call-out", lambda: float_layer()(valid()["x"], out=masked(f32(N, K, H, W))), "out"),
+    (
+        "QConv1x1-weight",
+        lambda: fastpw.QConv1x1(
+            masked(qvalid()["weight"]), x_quant=(0.1, 0), w_quant=(0.1, 0), out_dtype=np.int32
+        ),
+        "weight",
+    ),
+    (
+        "QConv1x1-bias",
+        lambda: fastpw.QConv1x1(
+            qvalid()["weight"],
+            masked(qvalid()["bias"]),
+            x_quant=(0.1, 0),
+            w_quant=(0.1, 0),
+            out_dtype=np.int32,
+        ),
+        "bias",
+    ),
+    ("QConv1x1-call-x", lambda: quantized_layer()(masked(qvalid()["x"])), "x"),
+    (
+        "QConv1x1-call-out",
+        lambda: quantized_layer()(qvalid()["x"], out=masked(u8(N, K, H, W))),
+        "out",
+    ),
+    (
+        "from_float-weight",
+        lambda: fastpw.QConv1x1.from_float(
+            masked(valid()["weight"]), x_quant=(0.1, 0), out_dtype=np.int32
+        ),
+        "weight",
+    ),
+    (
+        "from_float-bias",
+        lambda: fastpw.QConv1x1.from_float(
+            valid()["weight"], masked(valid()["bias"]), x_quant=(0.1, 0), out_dtype=np.int32
+        ),
+        "bias",
+    ),
+    ("quantize-x", lambda: fastpw.quant.quantize(masked(valid()["x"]), (0.1, 128)), "x"),
+    (
+        "quantize-out",
+        lambda: fastpw.quant.quantize(valid()["x"], (0.1, 128), out=masked(u8(N, C, H, W))),
+        "out",
+    ),
+    ("dequantize-xq", lambda: fastpw.quant.dequantize(masked(qvalid()["x"]), (0.1, 128)), "xq"),
+    (
+        "dequantize-out",
+        lambda: fastpw.quant.dequantize(qvalid()["x"], (0.1, 128), out=masked(f32(N, C, H, W))),
+        "out",
+    ),
+    ("choose_qparams-x", lambda: fastpw.quant.choose_qparams(masked(valid()["x"])), "x"),
+    ("Observer.update-x", lambda: observe(masked(valid()["x"])), "x"),
+    ("calibrate-inputs", lambda: calibrate(masked(valid()["x"])), "calibration_inputs[1]"),
+]
+
+
+@pytest.mark.parametrize(
+    "run,name", [c[1:] for c in MASKED_CALLS], ids=[c[0] for c in MASKED_CALLS]
+)
+def test_masked_array_is_refused(run, name):
+    """The kernels read an array's data, never its mask: a masked array would be computed
+    as if nothing were masked, so every entry point refuses one and says what to pass."""
+    with pytest.raises(TypeError, match="(?i)masked") as info:
+        run()
+    message = str(info.value)
+    for text in (f"{name} ", f"{name}.filled(", f"np.asarray({name})"):
+        assert text in message, f"{text!r} missing from: {message}"
+
+
+def test_masked_out_is_left_alone():
+    out = masked(np.full((N, K, H, W), 7.0, np.float32))
+    with pytest.raises(TypeError):
+        float_layer()(valid()["x"], out=out)
+    assert (out.data == 7.0).all() and out.mask.flat[0]
