@@ -85,6 +85,20 @@ def _refuse_masked(name: str, value) -> None:
         )
 
 
+def _float_path_x_message(dtype) -> str:
+    """What to tell a caller who gives integer x (an 8-bit image, say) to the float path."""
+    message = (
+        f"x has dtype {np.dtype(dtype)} but the float layer takes float32 x: convert it with "
+        f"x.astype(np.float32), scaled as you intend (e.g. / 255 for an 8-bit image)"
+    )
+    if np.dtype(dtype) in QUANTIZED_X_DTYPES:
+        message += (
+            ", or use the quantized path: fastpw.QConv1x1 (or QConv1x1.from_float for float "
+            "weights) with x_quant, on x from fastpw.quant.quantize or already quantized"
+        )
+    return message
+
+
 def _check_float32(name: str, array: np.ndarray) -> None:
     dtype = array.dtype
     if dtype == np.float32:
@@ -94,6 +108,8 @@ def _check_float32(name: str, array: np.ndarray) -> None:
             f"{name} has dtype {dtype}; fastpw's float path computes in float32: "
             f"cast with {name}.astype(np.float32)"
         )
+    if name == "x" and dtype.kind in "iu":
+        raise TypeError(_float_path_x_message(dtype))
     if dtype.kind in "iu":
         raise TypeError(
             f"{name} has integer dtype {dtype} but this is the float32 path: int8 weights "
@@ -373,6 +389,10 @@ def conv1x1(
     For repeated calls with the same weights, ``Conv1x1`` / ``QConv1x1`` pack them once.
     """
     if _is_quantized_input(x):
+        if x_quant is None and w_quant is None and _is_float_array(weight):
+            # An 8-bit image given to the float path, not a quantized call missing its
+            # qparams: say how to get float32 x (or where the quantized path starts).
+            raise TypeError(_float_path_x_message(_dtype_of(x)))
         layer = QConv1x1(
             weight,
             bias,
@@ -399,7 +419,7 @@ def conv1x1(
     if given:
         raise TypeError(
             f"{', '.join(given)} only apply to uint8/int8 x (the quantized path); x has "
-            f"dtype {np.asarray(x).dtype}"
+            f"dtype {_dtype_of(x)}"
         )
     layout = _normalize_layout(layout)
     stride = _normalize_stride(stride)
@@ -426,9 +446,16 @@ OUT_DTYPES = {
 }
 
 
+def _dtype_of(value) -> np.dtype:
+    return value.dtype if isinstance(value, np.ndarray) else np.asarray(value).dtype
+
+
 def _is_quantized_input(x) -> bool:
-    dtype = x.dtype if isinstance(x, np.ndarray) else np.asarray(x).dtype
-    return dtype in QUANTIZED_X_DTYPES
+    return _dtype_of(x) in QUANTIZED_X_DTYPES
+
+
+def _is_float_array(value) -> bool:
+    return _dtype_of(value).kind == "f"
 
 
 def _dtype_range(dtype) -> tuple[int, int]:

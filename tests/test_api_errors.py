@@ -758,6 +758,41 @@ def test_layers_refuse_byte_swapped_arrays():
 # ------------------------------------------- messages that name the argument and the fix
 
 
+def uint8_image(layout="NCHW"):
+    shape = (N, C, H, W) if layout == "NCHW" else (N, H, W, C)
+    return np.random.default_rng(3).integers(0, 256, shape).astype(np.uint8)
+
+
+# (id, a call that must raise TypeError, substrings the message must contain); the
+# message must not talk about int8 weights: the caller passed float ones.
+UINT8_IMAGE_TO_FLOAT_LAYER = [
+    ("conv1x1", lambda: fastpw.conv1x1(uint8_image(), valid()["weight"])),
+    ("conv1x1-bias-nhwc", lambda: call(dict(valid("NHWC"), x=uint8_image("NHWC")))),
+    ("Conv1x1", lambda: fastpw.Conv1x1(valid()["weight"])(uint8_image())),
+    (
+        "Conv1x1-nhwc-stride",
+        lambda: fastpw.Conv1x1(valid()["weight"], layout="NHWC", stride=2)(uint8_image("NHWC")),
+    ),
+    ("Conv1x1-int8-x", lambda: fastpw.Conv1x1(valid()["weight"])(uint8_image().view(np.int8))),
+]
+
+
+@pytest.mark.parametrize(
+    "run",
+    [c[1] for c in UINT8_IMAGE_TO_FLOAT_LAYER],
+    ids=[c[0] for c in UINT8_IMAGE_TO_FLOAT_LAYER],
+)
+def test_8bit_image_to_float_layer_says_to_convert_it(run):
+    """An 8-bit image given to the float layer: the message says the layer takes float32
+    x and how to get it, or where the quantized path is (not "int8 weights need ...")."""
+    with pytest.raises(TypeError) as info:
+        run()
+    message = str(info.value)
+    for text in ("float32", "x.astype(np.float32)", "QConv1x1", "quant.quantize"):
+        assert text in message, f"{text!r} missing from: {message}"
+    assert "int8 weights" not in message and "weight must be int8" not in message, message
+
+
 # Per-tensor qparams spelled as one-element arrays (as ONNX initializers often are, and as
 # fastpw.quant.quantize takes them): the same layer as plain numbers.
 ONE_ELEMENT = {

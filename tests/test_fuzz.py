@@ -803,8 +803,8 @@ def conv_problems(draw, quantized, focus):
         if fault == "dtype":
             dtype = draw_odd_dtype(draw, exclude=("int8", "uint8") if quantized else ())
             if not quantized and dtype.kind in "iu" and dtype.itemsize == 1:
-                # uint8/int8 x selects the quantized path, which needs x_quant
-                case.add(f"x of dtype {dtype} (quantized path without x_quant)", INVALID, "call")
+                # an 8-bit image for float weights: told to convert it (test_api_errors.py)
+                case.add(f"x of dtype {dtype} for float weights", INVALID, "call", TypeError)
             else:
                 case.add(f"x of dtype {dtype}", INVALID, "call", TypeError)
             call["x"] = filled(xshape, dtype)
