@@ -852,10 +852,13 @@ class QConv1x1:
                     f"bias must have shape ({w64.shape[0]},) (one per output channel); "
                     f"got {bias.shape}"
                 )
+            if not np.all(np.isfinite(bias)):
+                raise ValueError("bias has NaN or Inf entries: from_float needs finite values")
         if per_channel:
             peak = np.abs(w64).max(axis=1)
         else:
             peak = np.full(w64.shape[0], np.abs(w64).max())
+        own_peak = peak
         # The int32 accumulator must hold bias_q plus any sum of products: leave room for
         # the largest, Cg * 255 * 127. A channel with tiny weights and a sizeable bias
         # (a "dead" unit) would otherwise clip its bias and wrap; raising its weight
@@ -865,7 +868,10 @@ class QConv1x1:
         if bias is not None and bias_room > 0:
             needed = np.abs(bias.astype(np.float64)) / (float(x_scale32) * bias_room)
             peak = np.maximum(peak, 127.0 * (needed if per_channel else needed.max()))
-        w_scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        with np.errstate(over="ignore"):  # (checked just below)
+            w_scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        if bias is not None and not np.all(np.isfinite(w_scale[np.isfinite(own_peak)])):
+            raise ValueError(_bias_beyond_int32_message(bias, own_peak, x_scale32, bias_room))
         w_q = np.clip(np.rint(w64 / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
         bias_q = None
         if bias is not None:
@@ -900,3 +906,23 @@ class QConv1x1:
             f"y_quant={None if self.y_quant is None else tuple(self.y_quant)}, out_dtype={out}, "
             f"isa={self.isa!r})"
         )
+
+
+def _bias_beyond_int32_message(bias, weight_peak, x_scale32, bias_room: float) -> str:
+    """from_float's error for a bias that no float32 weight scale brings into the int32
+    accumulator: it names the bias and the x_quant scale (the user's arguments; the
+    weight scale is derived) and the values that would fit."""
+    own_scale = np.where(weight_peak > 0, weight_peak / 127.0, 1.0)  # the weights' own scale
+    x_scale = float(x_scale32)
+    magnitude = np.abs(bias.astype(np.float64))
+    # The x_quant scale at which each bias fits beside its weights at their own scale.
+    x_needed = magnitude / (own_scale * bias_room)
+    k = int(np.argmax(x_needed))
+    return (
+        f"bias[{k}] = {float(bias[k]):.6g} is too large for x_quant scale {x_scale:.6g}: "
+        f"from_float quantizes the bias to int32 in steps of x_scale * weight scale, and no "
+        f"float32 weight scale brings it into the int32 accumulator. Quantize x with a "
+        f"larger scale (an x_quant scale >= {float(x_needed[k]):.3g} fits this bias beside "
+        f"the weights' own scale; the scale is x's real range / 255), or keep |bias| <= "
+        f"{x_scale * float(own_scale[k]) * bias_room:.3g} at this x_quant scale"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 import sys
 from types import FunctionType
@@ -791,6 +792,84 @@ def test_8bit_image_to_float_layer_says_to_convert_it(run):
     for text in ("float32", "x.astype(np.float32)", "QConv1x1", "quant.quantize"):
         assert text in message, f"{text!r} missing from: {message}"
     assert "int8 weights" not in message and "weight must be int8" not in message, message
+
+
+def from_float_args(**changes):
+    rng = np.random.default_rng(4)
+    args = dict(
+        weight=rng.standard_normal((K, C)).astype(np.float32),
+        bias=rng.standard_normal(K).astype(np.float32),
+        x_quant=(0.02, 128),
+        y_quant=(0.1, 3),
+    )
+    args.update(changes)
+    return args
+
+
+def bias_of(value, channel=5):
+    """The valid bias with one channel set to `value`."""
+    bias = from_float_args()["bias"]
+    bias[channel] = value
+    return bias
+
+
+# (id, changes to from_float's arguments, exception, substrings the message must contain)
+BAD_FROM_FLOAT = [
+    # A bias so large for the x_quant scale that no float32 weight scale makes it fit
+    # int32 (it once came out as "w_quant scale must be positive and finite", an
+    # argument from_float's caller never passes).
+    (
+        "bias-1e10-x-scale-1e-38",
+        dict(bias=bias_of(1e10), x_quant=(1e-38, 128)),
+        ValueError,
+        ["bias[5]", "x_quant", "1e-38", "1e+10"],
+    ),
+    (
+        "bias-1e30-x-scale-1e-20-per-tensor",
+        dict(bias=bias_of(-1e30), x_quant=(1e-20, 128), per_channel=False),
+        ValueError,
+        ["bias[5]", "x_quant", "1e-20"],
+    ),
+    (
+        "bias-1e6-x-scale-1e-45",  # the smallest float32 scale
+        dict(bias=bias_of(1e6, channel=0), x_quant=(1e-45, 0)),
+        ValueError,
+        ["bias[0]", "x_quant"],
+    ),
+    # A NaN or Inf bias once quantized to -2**31 or a weight scale of inf.
+    ("bias-nan", dict(bias=bias_of(np.nan)), ValueError, ["bias", "NaN"]),
+    ("bias-inf", dict(bias=bias_of(-np.inf)), ValueError, ["bias", "Inf"]),
+]
+
+
+@pytest.mark.parametrize(
+    "changes,exc,contains", [c[1:] for c in BAD_FROM_FLOAT], ids=[c[0] for c in BAD_FROM_FLOAT]
+)
+def test_bad_from_float_raises(changes, exc, contains):
+    args = from_float_args(**changes)
+    with pytest.raises(exc, match="(?i)bias") as info:
+        fastpw.QConv1x1.from_float(args.pop("weight"), args.pop("bias"), **args)
+    message = str(info.value)
+    for text in contains:
+        assert text in message, f"{text!r} missing from: {message}"
+    assert "w_quant" not in message, f"blames w_quant, which the caller never passed: {message}"
+
+
+def test_from_float_bias_message_gives_values_that_fit():
+    """The x_quant scale and the bias bound the message suggests do build the layer."""
+    args = from_float_args(bias=bias_of(1e10), x_quant=(1e-38, 128))
+    with pytest.raises(ValueError) as info:
+        fastpw.QConv1x1.from_float(args.pop("weight"), args.pop("bias"), **args)
+    numbers = [float(v) for v in re.findall(r"(?:>=|<=) ([-+.e0-9]+)", str(info.value))]
+    assert len(numbers) == 2, str(info.value)
+    x_scale, bias_bound = numbers
+    weight, bias = from_float_args()["weight"], bias_of(1e10)
+    for x_quant, b in [
+        ((x_scale, 128), bias),
+        ((1e-38, 128), np.clip(bias, -bias_bound, bias_bound)),
+    ]:
+        layer = fastpw.QConv1x1.from_float(weight, b, x_quant=x_quant, y_quant=(0.1, 3))
+        assert np.all(np.isfinite(np.asarray(layer.w_quant.scale)))
 
 
 # Per-tensor qparams spelled as one-element arrays (as ONNX initializers often are, and as
