@@ -320,7 +320,7 @@ def _heap_bytes():
     return info.uordblks + info.hblkhd
 
 
-def ctrl_c_storm(kind, rounds=30, seed=0):
+def ctrl_c_storm(kind, rounds=16, seed=0):
     """Many interrupts at random moments of long calls writing into a channel slice of
     `out`: nothing outside the slice is touched, no scratch leaks, and the layer computes
     the same bits afterwards."""
