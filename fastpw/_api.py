@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 import numbers
 from collections import namedtuple
+from collections.abc import Callable
+from typing import Any, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _kernels
 
@@ -24,18 +27,29 @@ MAX_THREADS = 65536  # the kernels cap any larger request to this
 # name, not np.ndarray: the attribute lookup would double the check's cost per call.)
 _PLAIN_ARRAY = np.ndarray
 
+# What callers may pass for stride and activation (the API's argument types).
+_StrideLike = Union[int, tuple[int, int], list[int]]
+_ActivationLike = Union[str, tuple[float, float], list[float], None]
+# An activation as a layer holds it: a name or a (lo, hi) clamp.
+_Activation = Union[str, tuple[float, float], None]
+# The fast path of a plan: (x, out, threads) -> the output, or None when it declines.
+_PlanRun = Callable[
+    [npt.NDArray[Any], Union[npt.NDArray[Any], None], Union[int, None]],
+    Union[npt.NDArray[Any], None],
+]
 
-def _is_int(value) -> bool:
+
+def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _normalize_layout(layout) -> str:
+def _normalize_layout(layout: object) -> str:
     if isinstance(layout, str) and layout.upper() in LAYOUTS:
         return layout.upper()
     raise ValueError(f"layout must be 'NCHW' or 'NHWC' (any case); got {layout!r}")
 
 
-def _normalize_stride(stride) -> tuple[int, int]:
+def _normalize_stride(stride: object) -> tuple[int, int]:
     pair = (stride, stride) if _is_int(stride) else stride
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(s) for s in pair)):
         raise TypeError(f"stride must be an int or a pair of ints (sh, sw); got {stride!r}")
@@ -44,7 +58,7 @@ def _normalize_stride(stride) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _normalize_activation(activation):
+def _normalize_activation(activation: object) -> tuple[_Activation, tuple[float, float] | None]:
     """Return (canonical activation, clamp bounds or None)."""
     if activation is None:
         return None, None
@@ -74,7 +88,7 @@ def _normalize_activation(activation):
     )
 
 
-def _refuse_masked(name: str, value) -> None:
+def _refuse_masked(name: str, value: object) -> None:
     """Every entry point's check for numpy masked arrays: the kernels read the data and
     never the mask, so a masked array would be computed as if nothing were masked."""
     if isinstance(value, np.ma.MaskedArray):
@@ -85,7 +99,7 @@ def _refuse_masked(name: str, value) -> None:
         )
 
 
-def _float_path_x_message(dtype) -> str:
+def _float_path_x_message(dtype: npt.DTypeLike) -> str:
     """What to tell a caller who gives integer x (an 8-bit image, say) to the float path."""
     message = (
         f"x has dtype {np.dtype(dtype)} but the float layer takes float32 x: convert it with "
@@ -99,7 +113,7 @@ def _float_path_x_message(dtype) -> str:
     return message
 
 
-def _check_float32(name: str, array: np.ndarray) -> None:
+def _check_float32(name: str, array: npt.NDArray[Any]) -> None:
     dtype = array.dtype
     if dtype == np.float32:
         return
@@ -119,7 +133,7 @@ def _check_float32(name: str, array: np.ndarray) -> None:
     raise TypeError(f"{name} must be a float32 array; got dtype {dtype}")
 
 
-def _normalize_groups(groups) -> int:
+def _normalize_groups(groups: int) -> int:
     if not _is_int(groups):
         raise TypeError(f"groups must be an int >= 1; got {groups!r}")
     if groups < 1:
@@ -127,7 +141,7 @@ def _normalize_groups(groups) -> int:
     return int(groups)
 
 
-def _normalize_weight(weight, groups: int) -> np.ndarray:
+def _normalize_weight(weight: npt.ArrayLike, groups: int) -> npt.NDArray[np.float32]:
     """(K, C/groups) float32, C-contiguous (a view of the caller's array when possible)."""
     _refuse_masked("weight", weight)
     weight = np.asarray(weight)
@@ -152,13 +166,15 @@ def _normalize_weight(weight, groups: int) -> np.ndarray:
     return _contiguous_aligned(weight)
 
 
-def _contiguous_aligned(array: np.ndarray) -> np.ndarray:
+def _contiguous_aligned(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """`array` itself if C-contiguous and aligned, else an aligned C-contiguous copy (the
     kernels read elements through typed pointers; misaligned ones are undefined in C)."""
     return np.require(array, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
-def _normalize_bias(bias, out_channels: int):
+def _normalize_bias(
+    bias: npt.ArrayLike | None, out_channels: int
+) -> npt.NDArray[np.float32] | None:
     if bias is None:
         return None
     _refuse_masked("bias", bias)
@@ -171,7 +187,7 @@ def _normalize_bias(bias, out_channels: int):
     return _contiguous_aligned(bias)
 
 
-def _normalize_num_threads(num_threads):
+def _normalize_num_threads(num_threads: int | None) -> int | None:
     if num_threads is None:
         return None
     if not _is_int(num_threads):
@@ -181,7 +197,13 @@ def _normalize_num_threads(num_threads):
     return min(int(num_threads), MAX_THREADS)
 
 
-def _check_input(x, in_channels: int, groups: int, layout: str, check_dtype) -> np.ndarray:
+def _check_input(
+    x: npt.ArrayLike,
+    in_channels: int,
+    groups: int,
+    layout: str,
+    check_dtype: Callable[[str, npt.NDArray[Any]], None],
+) -> npt.NDArray[Any]:
     _refuse_masked("x", x)
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
@@ -198,7 +220,9 @@ def _check_input(x, in_channels: int, groups: int, layout: str, check_dtype) -> 
     return x
 
 
-def _output_shape(x: np.ndarray, out_channels: int, stride, layout: str) -> tuple:
+def _output_shape(
+    x: npt.NDArray[Any], out_channels: int, stride: tuple[int, int], layout: str
+) -> tuple[int, int, int, int]:
     sh, sw = stride
     if layout == "NCHW":
         n, _, h, w = x.shape
@@ -207,7 +231,14 @@ def _output_shape(x: np.ndarray, out_channels: int, stride, layout: str) -> tupl
     return (n, -(-h // sh), -(-w // sw), out_channels)
 
 
-def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray, bias=None):
+def _check_out(
+    out: object,
+    shape: tuple[int, ...],
+    dtype: npt.DTypeLike,
+    x: npt.NDArray[Any],
+    weight: npt.NDArray[Any],
+    bias: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:
     dtype = np.dtype(dtype)
     _refuse_masked("out", out)
     if not isinstance(out, np.ndarray):
@@ -231,7 +262,18 @@ def _check_out(out, shape: tuple, dtype, x: np.ndarray, weight: np.ndarray, bias
     return out
 
 
-def _run_general(plan, layout, stride, x, out, num_threads, *, check_dtype, out_dtype, run):
+def _run_general(
+    plan: _kernels.F32Plan | _kernels.Q8Plan,
+    layout: str,
+    stride: tuple[int, int],
+    x: npt.ArrayLike,
+    out: npt.NDArray[Any] | None,
+    num_threads: int | None,
+    *,
+    check_dtype: Callable[[str, npt.NDArray[Any]], None],
+    out_dtype: Callable[[npt.NDArray[Any]], npt.DTypeLike],
+    run: _PlanRun,
+) -> npt.NDArray[Any]:
     """Validate everything, copy what the fast path cannot read, then run the plan.
 
     `check_dtype(name, x)` raises for an x the path does not take; `out_dtype(x)` is the
@@ -255,13 +297,21 @@ def _run_general(plan, layout, stride, x, out, num_threads, *, check_dtype, out_
         x = _contiguous_aligned(x)
         y = run(x, out, threads)
     if y is None:  # only out's layout is left: compute aside, then copy into it
+        assert out is not None  # (a new output is always one the fast path can write)
         y = run(x, None, threads)
         out[...] = y
         y = out
     return y
 
 
-def _run_float(plan, layout, stride, x, out, num_threads):
+def _run_float(
+    plan: _kernels.F32Plan,
+    layout: str,
+    stride: tuple[int, int],
+    x: npt.ArrayLike,
+    out: npt.NDArray[np.float32] | None,
+    num_threads: int | None,
+) -> npt.NDArray[np.float32]:
     return _run_general(
         plan,
         layout,
@@ -275,7 +325,7 @@ def _run_float(plan, layout, stride, x, out, num_threads):
     )
 
 
-def _layer_settings(layer) -> dict:
+def _layer_settings(layer: Conv1x1 | QConv1x1) -> dict[str, Any]:
     """The keyword arguments both layers take besides weights and qparams, as a layer
     holds them (normalized): what a pickle keeps of them."""
     return dict(
@@ -297,7 +347,25 @@ class Conv1x1:
     loading builds the layer again, packed for the loading process's kernel family.
     """
 
-    def __init__(self, weight, bias=None, *, layout="NCHW", stride=1, groups=1, activation=None):
+    weight: npt.NDArray[np.float32]
+    bias: npt.NDArray[np.float32] | None
+    in_channels: int
+    out_channels: int
+    layout: str
+    stride: tuple[int, int]
+    groups: int
+    activation: _Activation
+
+    def __init__(
+        self,
+        weight: npt.ArrayLike,
+        bias: npt.ArrayLike | None = None,
+        *,
+        layout: str = "NCHW",
+        stride: _StrideLike = 1,
+        groups: int = 1,
+        activation: _ActivationLike = None,
+    ) -> None:
         self.layout = _normalize_layout(layout)
         self.stride = _normalize_stride(stride)
         self.groups = _normalize_groups(groups)
@@ -320,13 +388,18 @@ class Conv1x1:
         """The kernel family this layer's weights are packed for."""
         return self._plan.isa
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return dict(weight=self.weight, bias=self.bias, **_layer_settings(self))
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         Conv1x1.__init__(self, **state)
 
-    def __call__(self, x, out=None, num_threads=None):
+    def __call__(
+        self,
+        x: npt.ArrayLike,
+        out: npt.NDArray[np.float32] | None = None,
+        num_threads: int | None = None,
+    ) -> npt.NDArray[np.float32]:
         if self._fast and type(x) is _PLAIN_ARRAY and (out is None or type(out) is _PLAIN_ARRAY):
             y = self._plan.run(x, out, num_threads)
             if y is not None:
@@ -342,21 +415,21 @@ class Conv1x1:
 
 
 def conv1x1(
-    x,
-    weight,
-    bias=None,
+    x: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    bias: npt.ArrayLike | None = None,
     *,
-    layout="NCHW",
-    stride=1,
-    groups=1,
-    activation=None,
-    out=None,
-    num_threads=None,
-    x_quant=None,
-    w_quant=None,
-    y_quant=None,
-    out_dtype=None,
-):
+    layout: str = "NCHW",
+    stride: _StrideLike = 1,
+    groups: int = 1,
+    activation: _ActivationLike = None,
+    out: npt.NDArray[Any] | None = None,
+    num_threads: int | None = None,
+    x_quant: _QParamsLike | None = None,
+    w_quant: _QParamsLike | None = None,
+    y_quant: _QParamsLike | None = None,
+    out_dtype: npt.DTypeLike | None = None,
+) -> npt.NDArray[Any]:
     """1x1 convolution of ``x`` with ``weight`` (+ ``bias``), activation fused.
 
     ``y[n, k, h, w] = act(sum_c weight[k, c] * x[n, g*C/groups + c, h*sh, w*sw] + bias[k])``
@@ -393,11 +466,12 @@ def conv1x1(
             # An 8-bit image given to the float path, not a quantized call missing its
             # qparams: say how to get float32 x (or where the quantized path starts).
             raise TypeError(_float_path_x_message(_dtype_of(x)))
+        # (QConv1x1 reports x_quant or w_quant left None as missing.)
         layer = QConv1x1(
             weight,
             bias,
-            x_quant=x_quant,
-            w_quant=w_quant,
+            x_quant=x_quant,  # type: ignore[arg-type]
+            w_quant=w_quant,  # type: ignore[arg-type]
             y_quant=y_quant,
             out_dtype=out_dtype,
             layout=layout,
@@ -436,6 +510,9 @@ def conv1x1(
 
 QParams = namedtuple("QParams", ["scale", "zero_point"])
 QParams.__doc__ = """Quantization parameters: real = scale * (q - zero_point)."""
+# What callers may pass as qparams: QParams or a (scale, zero_point) pair, each a number
+# or an array (per channel, or one element).
+_QParamsLike = Union[QParams, tuple[npt.ArrayLike, npt.ArrayLike]]
 
 QUANTIZED_X_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 OUT_DTYPES = {
@@ -446,24 +523,24 @@ OUT_DTYPES = {
 }
 
 
-def _dtype_of(value) -> np.dtype:
+def _dtype_of(value: object) -> np.dtype[Any]:
     return value.dtype if isinstance(value, np.ndarray) else np.asarray(value).dtype
 
 
-def _is_quantized_input(x) -> bool:
+def _is_quantized_input(x: object) -> bool:
     return _dtype_of(x) in QUANTIZED_X_DTYPES
 
 
-def _is_float_array(value) -> bool:
+def _is_float_array(value: object) -> bool:
     return _dtype_of(value).kind == "f"
 
 
-def _dtype_range(dtype) -> tuple[int, int]:
+def _dtype_range(dtype: npt.DTypeLike) -> tuple[int, int]:
     info = np.iinfo(dtype)
     return int(info.min), int(info.max)
 
 
-def _split_qparams(name: str, qparams):
+def _split_qparams(name: str, qparams: Any) -> tuple[Any, Any]:
     if qparams is None:
         raise TypeError(f"{name} is required: pass a (scale, zero_point) pair or fastpw.QParams")
     try:
@@ -475,7 +552,7 @@ def _split_qparams(name: str, qparams):
     return scale, zero_point
 
 
-def _check_scale(name: str, scale) -> np.ndarray:
+def _check_scale(name: str, scale: object) -> npt.NDArray[np.float32]:
     """A positive finite scale (scalar or 1-D), as float32."""
     try:
         array = np.asarray(scale, dtype=np.float64)
@@ -491,7 +568,11 @@ def _check_scale(name: str, scale) -> np.ndarray:
     return scale32
 
 
-def _check_zero_point(name: str, zero_point, dtype=None) -> int:
+def _check_zero_point(
+    name: str,
+    zero_point: int | np.integer[Any] | npt.NDArray[Any],
+    dtype: npt.DTypeLike | None = None,
+) -> int:
     if isinstance(zero_point, np.ndarray) and zero_point.shape in ((), (1,)):
         # A 0-d or one-element array, as ONNX initializers hold per-tensor values.
         zero_point = zero_point.reshape(())[()]
@@ -507,7 +588,9 @@ def _check_zero_point(name: str, zero_point, dtype=None) -> int:
     return zero_point
 
 
-def _per_tensor_qparams(name: str, qparams, what: str, dtype=None):
+def _per_tensor_qparams(
+    name: str, qparams: Any, what: str, dtype: npt.DTypeLike | None = None
+) -> tuple[npt.NDArray[np.float32], int]:
     """(float32 scale, zero point) of a per-tensor (scale, zero_point) pair; either may
     be a number or an array holding one (ONNX initializers are often shape (1,)). The
     zero point must lie in `dtype`'s range (None: uint8's or int8's)."""
@@ -518,7 +601,7 @@ def _per_tensor_qparams(name: str, qparams, what: str, dtype=None):
     return scale32.reshape(()), _check_zero_point(name, zero_point, dtype)
 
 
-def _normalize_w_quant(w_quant, out_channels: int):
+def _normalize_w_quant(w_quant: Any, out_channels: int) -> tuple[npt.NDArray[np.float32], bool]:
     """w_quant -> (float32 scales of length K, per tensor?): a per-tensor scale (a number,
     or one scale in an array when K > 1) is repeated K times."""
     scale, zero_point = _split_qparams("w_quant", w_quant)
@@ -538,7 +621,7 @@ def _normalize_w_quant(w_quant, out_channels: int):
     return np.broadcast_to(scale32, (out_channels,)).astype(np.float32), per_tensor
 
 
-def _normalize_out_dtype(out_dtype):
+def _normalize_out_dtype(out_dtype: npt.DTypeLike | None) -> np.dtype[Any] | None:
     if out_dtype is None:
         return None
     try:
@@ -552,7 +635,9 @@ def _normalize_out_dtype(out_dtype):
     return dtype
 
 
-def _quantized_bounds(activation, y_scale32, y_zero_point: int, dtype) -> tuple[int, int]:
+def _quantized_bounds(
+    activation: _Activation, y_scale32: np.float32, y_zero_point: int, dtype: npt.DTypeLike
+) -> tuple[int, int]:
     """[lo, hi] of an 8-bit output: the dtype's range narrowed by the activation, whose
     bounds are real numbers quantized as y_zp + rint(bound / y_scale) (float64 division
     of the float32 scale, round half to even) and then kept inside the dtype's range, so
@@ -561,7 +646,8 @@ def _quantized_bounds(activation, y_scale32, y_zero_point: int, dtype) -> tuple[
     lo, hi = q_min, q_max
     if activation is None:
         return lo, hi
-    real_lo, real_hi = NAMED_ACTIVATIONS.get(activation, activation)
+    # (A layer's activation is a name NAMED_ACTIVATIONS holds, or its (lo, hi) bounds.)
+    real_lo, real_hi = NAMED_ACTIVATIONS.get(activation, activation)  # type: ignore[arg-type]
     scale = float(y_scale32)
 
     def quantized(bound: float) -> int:
@@ -613,20 +699,33 @@ class QConv1x1:
     again for the loading process's kernel family.
     """
 
+    weight: npt.NDArray[np.int8]
+    bias: npt.NDArray[np.int32] | None
+    x_quant: QParams
+    w_quant: QParams
+    y_quant: QParams | None
+    out_dtype: np.dtype[Any] | None
+    in_channels: int
+    out_channels: int
+    layout: str
+    stride: tuple[int, int]
+    groups: int
+    activation: _Activation
+
     def __init__(
         self,
-        weight,
-        bias=None,
+        weight: npt.ArrayLike,
+        bias: npt.ArrayLike | None = None,
         *,
-        x_quant,
-        w_quant,
-        y_quant=None,
-        out_dtype=None,
-        layout="NCHW",
-        stride=1,
-        groups=1,
-        activation=None,
-    ):
+        x_quant: _QParamsLike,
+        w_quant: _QParamsLike,
+        y_quant: _QParamsLike | None = None,
+        out_dtype: npt.DTypeLike | None = None,
+        layout: str = "NCHW",
+        stride: _StrideLike = 1,
+        groups: int = 1,
+        activation: _ActivationLike = None,
+    ) -> None:
         self.layout = _normalize_layout(layout)
         self.stride = _normalize_stride(stride)
         self.groups = _normalize_groups(groups)
@@ -716,7 +815,12 @@ class QConv1x1:
         )
         self._fast = self.stride == (1, 1)
 
-    def _epilogues(self, x_scale32, w_scales32, clamp) -> dict:
+    def _epilogues(
+        self,
+        x_scale32: npt.NDArray[np.float32],
+        w_scales32: npt.NDArray[np.float32],
+        clamp: tuple[float, float] | None,
+    ) -> dict[int, _kernels._Epilogue]:
         """Per output type: (scale, lo, hi, zero_point, clamp) for the kernels' epilogue."""
         dequant = (np.float32(x_scale32) * w_scales32).astype(np.float32)  # float32 product
         real_lo, real_hi = clamp if clamp is not None else (-math.inf, math.inf)
@@ -747,10 +851,10 @@ class QConv1x1:
         """The kernel family this layer's weights are packed for."""
         return self._plan.isa
 
-    def _resolved_out_dtype(self, x) -> np.dtype:
+    def _resolved_out_dtype(self, x: npt.NDArray[Any]) -> np.dtype[Any]:
         return self.out_dtype if self.out_dtype is not None else x.dtype
 
-    def _check_x(self, name, x):
+    def _check_x(self, name: str, x: npt.NDArray[Any]) -> None:
         if x.dtype not in QUANTIZED_X_DTYPES:
             hint = (
                 ": quantize it first (x_scale, x_zero_point), or use the float layer Conv1x1"
@@ -763,9 +867,10 @@ class QConv1x1:
         _check_zero_point("x_quant", self.x_quant.zero_point, x.dtype)
         out_dtype = self._resolved_out_dtype(x)
         if out_dtype.itemsize == 1:
+            assert self.y_quant is not None  # (__init__ requires it for 8-bit outputs)
             _check_zero_point("y_quant", self.y_quant.zero_point, out_dtype)
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return dict(
             weight=self.weight,
             bias=self.bias,
@@ -776,17 +881,24 @@ class QConv1x1:
             **_layer_settings(self),
         )
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         QConv1x1.__init__(self, **state)
 
-    def __call__(self, x, out=None, num_threads=None):
+    def __call__(
+        self,
+        x: npt.ArrayLike,
+        out: npt.NDArray[Any] | None = None,
+        num_threads: int | None = None,
+    ) -> npt.NDArray[Any]:
         if self._fast and type(x) is _PLAIN_ARRAY and (out is None or type(out) is _PLAIN_ARRAY):
             y = self._plan.run(x, out, self._out_type, num_threads)
             if y is not None:
                 return y
         return self._run(x, out, num_threads)
 
-    def _run(self, x, out, num_threads):
+    def _run(
+        self, x: npt.ArrayLike, out: npt.NDArray[Any] | None, num_threads: int | None
+    ) -> npt.NDArray[Any]:
         return _run_general(
             self._plan,
             self.layout,
@@ -802,19 +914,19 @@ class QConv1x1:
     @classmethod
     def from_float(
         cls,
-        weight,
-        bias=None,
+        weight: npt.ArrayLike,
+        bias: npt.ArrayLike | None = None,
         *,
-        x_quant,
-        y_quant=None,
-        per_channel=True,
-        x_dtype=np.uint8,
-        out_dtype=None,
-        layout="NCHW",
-        stride=1,
-        groups=1,
-        activation=None,
-    ):
+        x_quant: _QParamsLike,
+        y_quant: _QParamsLike | None = None,
+        per_channel: bool = True,
+        x_dtype: npt.DTypeLike = np.uint8,
+        out_dtype: npt.DTypeLike | None = None,
+        layout: str = "NCHW",
+        stride: _StrideLike = 1,
+        groups: int = 1,
+        activation: _ActivationLike = None,
+    ) -> QConv1x1:
         """Quantize float32 weights symmetrically and build the layer.
 
         w_scale[k] = float32(max_c |w[k, c]| / 127) per output channel (per_channel=True)
@@ -908,7 +1020,12 @@ class QConv1x1:
         )
 
 
-def _bias_beyond_int32_message(bias, weight_peak, x_scale32, bias_room: float) -> str:
+def _bias_beyond_int32_message(
+    bias: npt.NDArray[Any],
+    weight_peak: npt.NDArray[np.float64],
+    x_scale32: npt.NDArray[np.float32],
+    bias_room: float,
+) -> str:
     """from_float's error for a bias that no float32 weight scale brings into the int32
     accumulator: it names the bias and the x_quant scale (the user's arguments; the
     weight scale is derived) and the values that would fit."""
