@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any, TextIO, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _kernels
 from ._api import (
@@ -35,6 +37,7 @@ from ._api import (
     QParams,
     _is_int,
     _normalize_num_threads,
+    _QParamsLike,
     _refuse_masked,
     _split_qparams,
 )
@@ -65,7 +68,7 @@ SMALLEST_HISTOGRAM_SPAN = HISTOGRAM_BINS * float(np.finfo(np.float64).tiny)
 # Argument checks
 
 
-def _quantized_dtype(dtype) -> np.dtype:
+def _quantized_dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
     try:
         result = np.dtype(dtype)
     except TypeError:
@@ -75,7 +78,11 @@ def _quantized_dtype(dtype) -> np.dtype:
     return result
 
 
-def _normalize_axis(axis, ndim: int):
+@overload
+def _normalize_axis(axis: None, ndim: int) -> None: ...
+@overload
+def _normalize_axis(axis: int, ndim: int) -> int: ...
+def _normalize_axis(axis: int | None, ndim: int) -> int | None:
     if axis is None:
         return None
     if not _is_int(axis):
@@ -85,7 +92,7 @@ def _normalize_axis(axis, ndim: int):
     return int(axis) % ndim
 
 
-def _real_float64(name: str, value) -> np.ndarray:
+def _real_float64(name: str, value: object) -> npt.NDArray[np.float64]:
     """value as a float64 array, if it holds real numbers (bool, int or float): complex
     would lose its imaginary part, and None, datetimes, objects or ints past float64
     would become NaN, garbage or an OverflowError inside the arithmetic."""
@@ -96,7 +103,9 @@ def _real_float64(name: str, value) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _qparams_arrays(qparams, dtype: np.dtype, axis, shape: tuple):
+def _qparams_arrays(
+    qparams: _QParamsLike, dtype: np.dtype[Any], axis: int | None, shape: tuple[int, ...]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32], int]:
     """(scale float32 (A,), zero point int32 (A,), inner) for an array of `shape`: A is 1
     per tensor, shape[axis] per axis; inner is the number of elements after the axis."""
     scale, zero_point = _split_qparams("qparams", qparams)
@@ -104,7 +113,7 @@ def _qparams_arrays(qparams, dtype: np.dtype, axis, shape: tuple):
         # Per tensor with plain numbers, the common case: the same checks, without the
         # array machinery below (it costs as much as quantizing 50k elements).
         low, high = _DTYPE_RANGES[dtype]
-        scale32 = np.float32(scale)
+        scale32: np.float32 | npt.NDArray[np.float32] = np.float32(scale)
         if not (math.isfinite(scale) and scale > 0 and math.isfinite(scale32) and scale32 > 0):
             raise ValueError(f"scale must be a positive finite float32; got {scale!r}")
         if not low <= zero_point <= high:
@@ -159,7 +168,7 @@ def _qparams_arrays(qparams, dtype: np.dtype, axis, shape: tuple):
     return scales, zeros, max(inner, 1)
 
 
-def _check_out(out, shape, dtype):
+def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
     if out is None:
         return np.empty(shape, dtype)
     _refuse_masked("out", out)
@@ -174,7 +183,15 @@ def _check_out(out, shape, dtype):
     return out
 
 
-def _run_elementwise(src, dst, scales, zeros, inner, quantizing, num_threads):
+def _run_elementwise(
+    src: npt.NDArray[Any],
+    dst: npt.NDArray[Any],
+    scales: npt.NDArray[np.float32],
+    zeros: npt.NDArray[np.int32],
+    inner: int,
+    quantizing: bool,
+    num_threads: int | None,
+) -> npt.NDArray[Any]:
     """Run the kernel into dst (any layout): through a C-contiguous buffer if needed."""
     direct = dst.flags.c_contiguous and dst.flags.aligned
     target = dst if direct else np.empty(dst.shape, dst.dtype)
@@ -192,7 +209,15 @@ def _run_elementwise(src, dst, scales, zeros, inner, quantizing, num_threads):
 # quantize / dequantize
 
 
-def quantize(x, qparams, dtype=np.uint8, *, axis=None, out=None, num_threads=None):
+def quantize(
+    x: npt.ArrayLike,
+    qparams: _QParamsLike,
+    dtype: npt.DTypeLike = np.uint8,
+    *,
+    axis: int | None = None,
+    out: npt.NDArray[Any] | None = None,
+    num_threads: int | None = None,
+) -> npt.NDArray[Any]:
     """float32 -> uint8/int8: ``saturate(rint(x / scale) + zero_point)``.
 
     ``qparams``: ``fastpw.QParams`` or a (scale, zero_point) pair; per axis, scale and
@@ -212,7 +237,14 @@ def quantize(x, qparams, dtype=np.uint8, *, axis=None, out=None, num_threads=Non
     return _run_elementwise(x, out, scales, zeros, inner, True, num_threads)
 
 
-def dequantize(xq, qparams, *, axis=None, out=None, num_threads=None):
+def dequantize(
+    xq: npt.ArrayLike,
+    qparams: _QParamsLike,
+    *,
+    axis: int | None = None,
+    out: npt.NDArray[np.float32] | None = None,
+    num_threads: int | None = None,
+) -> npt.NDArray[np.float32]:
     """uint8/int8 -> float32: ``float32(xq - zero_point) * scale`` (ONNX
     DequantizeLinear). ``qparams`` as for ``quantize``; the zero point must lie in xq's
     dtype range."""
@@ -230,7 +262,9 @@ def dequantize(xq, qparams, *, axis=None, out=None, num_threads=None):
 # Choosing qparams
 
 
-def _qparams_from_range(lo, hi, dtype: np.dtype, symmetric: bool) -> QParams:
+def _qparams_from_range(
+    lo: npt.ArrayLike, hi: npt.ArrayLike, dtype: np.dtype[Any], symmetric: bool
+) -> QParams:
     """QParams covering [lo, hi] (arrays or scalars, float64), widened to contain 0."""
     lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
     hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
@@ -253,7 +287,12 @@ def _qparams_from_range(lo, hi, dtype: np.dtype, symmetric: bool) -> QParams:
 
 
 def choose_qparams(
-    x, dtype=np.uint8, symmetric=False, axis=None, method="minmax", percentile=99.99
+    x: npt.ArrayLike,
+    dtype: npt.DTypeLike = np.uint8,
+    symmetric: bool = False,
+    axis: int | None = None,
+    method: str = "minmax",
+    percentile: float = 99.99,
 ) -> QParams:
     """QParams for quantizing ``x`` to ``dtype``.
 
@@ -279,9 +318,25 @@ class Observer:
     Inf in a batch raises ValueError.
     """
 
+    dtype: np.dtype[Any]
+    symmetric: bool
+    axis: int | None
+    method: str
+    percentile: float
+    # None before the first batch; then float64 (per tensor) or float64 (A,) (per axis).
+    min: Any
+    max: Any
+    histogram: npt.NDArray[np.float64] | None
+    batches: int
+
     def __init__(
-        self, dtype=np.uint8, symmetric=False, axis=None, method="minmax", percentile=99.99
-    ):
+        self,
+        dtype: npt.DTypeLike = np.uint8,
+        symmetric: bool = False,
+        axis: int | None = None,
+        method: str = "minmax",
+        percentile: float = 99.99,
+    ) -> None:
         self.dtype = _quantized_dtype(dtype)
         self.symmetric = bool(symmetric)
         if method not in METHODS:
@@ -306,7 +361,7 @@ class Observer:
         self.histogram = None  # counts over [self.min, self.max] (of |x| when symmetric)
         self.batches = 0
 
-    def update(self, x) -> None:
+    def update(self, x: npt.ArrayLike) -> None:
         _refuse_masked("x", x)
         x = np.asarray(x)
         if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
@@ -335,7 +390,7 @@ class Observer:
             self.max = hi if self.max is None else np.maximum(self.max, hi)
         self.batches += 1
 
-    def _add_to_histogram(self, x, lo, hi) -> None:
+    def _add_to_histogram(self, x: npt.NDArray[np.float64], lo: Any, hi: Any) -> None:
         values = np.abs(x) if self.symmetric else x
         if self.symmetric:
             lo, hi = np.float64(0.0), np.maximum(-lo, hi)
@@ -362,8 +417,9 @@ class Observer:
         else:  # every value so far is 0
             self.histogram[0] += values.size
 
-    def _percentile_range(self):
+    def _percentile_range(self) -> tuple[float, float]:
         """The percentile bounds read from the histogram (linear within a bin)."""
+        assert self.histogram is not None  # (qparams() calls this after an update)
         total = self.histogram.sum()
         edges = np.linspace(self.min, self.max, HISTOGRAM_BINS + 1)
         cumulative = np.concatenate(([0.0], np.cumsum(self.histogram))) / total
@@ -393,7 +449,15 @@ class Observer:
 # Layer algebra and error measures
 
 
-def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
+def fold_batchnorm(
+    weight: npt.ArrayLike,
+    bias: npt.ArrayLike | None,
+    gamma: npt.ArrayLike,
+    beta: npt.ArrayLike,
+    mean: npt.ArrayLike,
+    var: npt.ArrayLike,
+    eps: npt.ArrayLike = 1e-5,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(weight', bias') such that conv(weight', bias') == BatchNorm(conv(weight, bias)).
 
     ``weight`` (K, C) or (K, C, 1, 1) float; ``bias`` (K,) or None (the bias=False +
@@ -430,7 +494,7 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
     return folded_weight, folded_bias
 
 
-def sqnr(reference, approx) -> float:
+def sqnr(reference: npt.ArrayLike, approx: npt.ArrayLike) -> float:
     """Signal-to-quantization-noise ratio in dB: 10 log10(sum(ref^2) / sum((ref -
     approx)^2)), in float64; inf when they are equal. Arrays of bool, int or float
     (complex, object and datetime arrays are a TypeError)."""
@@ -465,7 +529,18 @@ class QuantizedSequential:
     ``output_qparams``, ``x_dtype``.
     """
 
-    def __init__(self, float_layers, layers, boundary_qparams, x_dtype):
+    float_layers: list[Conv1x1]
+    layers: list[QConv1x1]
+    boundary_qparams: list[QParams]
+    x_dtype: np.dtype[Any]
+
+    def __init__(
+        self,
+        float_layers: Iterable[Conv1x1],
+        layers: Iterable[QConv1x1],
+        boundary_qparams: Iterable[QParams],
+        x_dtype: npt.DTypeLike,
+    ) -> None:
         self.float_layers = list(float_layers)
         self.layers = list(layers)
         self.boundary_qparams = list(boundary_qparams)
@@ -482,12 +557,12 @@ class QuantizedSequential:
     @classmethod
     def calibrate(
         cls,
-        layers,
-        calibration_inputs,
+        layers: Iterable[Conv1x1],
+        calibration_inputs: npt.NDArray[Any] | Iterable[npt.ArrayLike],
         *,
-        x_dtype=np.uint8,
-        per_channel=True,
-        method="minmax",
+        x_dtype: npt.DTypeLike = np.uint8,
+        per_channel: bool = True,
+        method: str = "minmax",
     ) -> QuantizedSequential:
         """Run the float chain on every calibration input, observe each boundary, and
         build the quantized chain (weights symmetric int8, per output channel unless
@@ -532,27 +607,29 @@ class QuantizedSequential:
         ]
         return cls(layers, quantized, boundary_qparams, x_dtype)
 
-    def quantize_input(self, x, num_threads=None) -> np.ndarray:
+    def quantize_input(self, x: npt.ArrayLike, num_threads: int | None = None) -> npt.NDArray[Any]:
         return quantize(x, self.input_qparams, self.x_dtype, num_threads=num_threads)
 
-    def run_quantized(self, xq, num_threads=None) -> np.ndarray:
+    def run_quantized(
+        self, xq: npt.NDArray[Any], num_threads: int | None = None
+    ) -> npt.NDArray[Any]:
         """The 8-bit input through every layer; returns the last layer's 8-bit output."""
         for layer in self.layers:
             xq = layer(xq, num_threads=num_threads)
         return xq
 
-    def __call__(self, x, num_threads=None) -> np.ndarray:
+    def __call__(self, x: npt.ArrayLike, num_threads: int | None = None) -> npt.NDArray[np.float32]:
         xq = self.quantize_input(x, num_threads)
         return dequantize(
             self.run_quantized(xq, num_threads), self.output_qparams, num_threads=num_threads
         )
 
-    def report(self, x, file=None) -> list[dict]:
+    def report(self, x: npt.ArrayLike, file: TextIO | None = None) -> list[dict[str, Any]]:
         """Print (to ``file``, default stdout) and return, per layer, the SQNR in dB of
         the int8 chain's dequantized output against the float chain's, both fed ``x``."""
         _refuse_masked("x", x)
         x = np.asarray(x, dtype=np.float32)
-        rows = []
+        rows: list[dict[str, Any]] = []
         reference = x
         xq = self.quantize_input(x)
         for index, (float_layer, layer) in enumerate(zip(self.float_layers, self.layers)):
@@ -589,7 +666,7 @@ def _boundary_name(index: int) -> str:
     return f"the output of layer {index - 1}"
 
 
-def _check_chain(layers) -> list:
+def _check_chain(layers: Iterable[Any]) -> list[Conv1x1]:
     try:
         layers = list(layers)
     except TypeError:
