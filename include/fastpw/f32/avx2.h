@@ -88,11 +88,16 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
             }
         }
     } else {
+        /* Only the first 8 * NV columns of `tile` are written. The caller picks NV so that
+         * nr <= 8 * NV; saying so in the loop bound lets the compiler see that no unwritten
+         * column is read (without it GCC warns -Wmaybe-uninitialized in every NV = 1
+         * instance). */
         float tile[FPW_AVX2_MR][FPW_AVX2_NR];
         FPW_UNROLL for (int i = 0; i < MR; i++) {
             FPW_UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(&tile[i][8 * v], acc[i][v]);
         }
-        for (size_t j = 0; j < t->nr; j++) {
+        const size_t columns = t->nr < (size_t)(8 * NV) ? t->nr : (size_t)(8 * NV);
+        for (size_t j = 0; j < columns; j++) {
             float* c_col = t->c + (ptrdiff_t)j * t->c_cs;
             for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
         }
