@@ -149,9 +149,12 @@ static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
         const __mmask16 rows = (__mmask16)((1u << mr) - 1u);
         for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
             const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+            /* The transpose takes 16 rows and the tile has 12: rows past FPW_Q8_VNNI_MR
+             * are zero by a compile-time test, so no unrolled instance indexes tile[12..15]
+             * (GCC flagged those as -Warray-bounds when only `i < mr` guarded them). */
             __m128i bytes[16];
             FPW_UNROLL for (int i = 0; i < 16; i++) bytes[i] =
-                (size_t)i < mr
+                i < FPW_Q8_VNNI_MR && (size_t)i < mr
                     ? fpw_q8_vnni_narrow(&r, fpw_q8_vnni_finish_row(t, &r, tile[i], (size_t)i, v, mask))
                     : _mm_setzero_si128();
             fpw_transpose_16x16_u8(bytes);
