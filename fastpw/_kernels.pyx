@@ -609,7 +609,9 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
                                            + k0 * g.a_cs)
                     ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts + k0 * b_rs)
                     ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
-                    ft.bias = NULL if bias == NULL else <const float *>bias + at
+                    # A typed NULL: with a bare one Cython drops the const from the
+                    # conditional's C temporary (-Wdiscarded-qualifiers).
+                    ft.bias = <const float *>NULL if bias == NULL else <const float *>bias + at
                     g.f32_kernel(&ft)
                 else:
                     qt.mr = mr
@@ -1259,7 +1261,7 @@ cdef class Q8Plan:
         g.c = <char *>cnp.PyArray_DATA(<cnp.ndarray>ya)
         g.c_bs = y_bs
         g.bias = <const char *>cnp.PyArray_DATA(<cnp.ndarray>bias)
-        g.scale = (NULL if scale is None
+        g.scale = (<const float *>NULL if scale is None  # typed NULL: see _run_block
                    else <const float *>cnp.PyArray_DATA(<cnp.ndarray>scale))
         if g.scale == NULL:  # int32 output reads no scale; give the kernel a valid one
             g.scale = <const float *>cnp.PyArray_DATA(<cnp.ndarray>bias)
