@@ -33,7 +33,7 @@ static unsigned long long fpw_xgetbv0(void) {
 }
 #endif
 
-static fpw_cpu_features fpw_detect_cpu(void) {
+static FPW_MAYBE_UNUSED fpw_cpu_features fpw_detect_cpu(void) {
     fpw_cpu_features f = {0};
 #if defined(__GNUC__) || defined(__clang__)
     unsigned r[4], max_leaf;
@@ -80,7 +80,7 @@ static fpw_cpu_features fpw_detect_cpu(void) {
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
 
-static fpw_cpu_features fpw_detect_cpu(void) {
+static FPW_MAYBE_UNUSED fpw_cpu_features fpw_detect_cpu(void) {
     fpw_cpu_features f = {0};
     unsigned long hwcap = getauxval(AT_HWCAP);
     f.neon = (hwcap & HWCAP_ASIMD) != 0;
@@ -89,7 +89,7 @@ static fpw_cpu_features fpw_detect_cpu(void) {
 }
 
 #else
-static fpw_cpu_features fpw_detect_cpu(void) {
+static FPW_MAYBE_UNUSED fpw_cpu_features fpw_detect_cpu(void) {
     fpw_cpu_features f = {0};
     return f;
 }

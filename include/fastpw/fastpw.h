@@ -119,9 +119,14 @@ typedef void (*fpw_q8_gemm_fn)(const fpw_q8_tile* tile);
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))
 #define FPW_UNROLL _Pragma("GCC unroll 32")
+/* For helpers the tile loop calls by name, not through the family table: a file that
+ * includes the headers for the table alone leaves them uncalled, which is no fault
+ * (-Wunused-function). Not `inline`, which would change how GCC weighs inlining them. */
+#define FPW_MAYBE_UNUSED __attribute__((unused))
 #else
 #define FPW_ALWAYS_INLINE static inline
 #define FPW_UNROLL
+#define FPW_MAYBE_UNUSED
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)

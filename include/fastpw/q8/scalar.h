@@ -113,8 +113,9 @@ static void fpw_q8_gemm_4x8__scalar(const fpw_q8_tile* t) {
 
 /* PAIR16 activations, NCHW: x[c][p] (bytes, channel stride x_cs, pixels contiguous) to
  * [c / 2][p][2] int16, zero-padding an odd last channel. Pixels p in [p_begin, p_end). */
-static void fpw_q8_pack_pair16_nchw(const uint8_t* x, ptrdiff_t x_cs, int x_signed, size_t channels,
-                                    size_t pixels, size_t p_begin, size_t p_end, int16_t* out) {
+static FPW_MAYBE_UNUSED void fpw_q8_pack_pair16_nchw(const uint8_t* x, ptrdiff_t x_cs, int x_signed,
+                                                     size_t channels, size_t pixels, size_t p_begin,
+                                                     size_t p_end, int16_t* out) {
     const size_t groups = (channels + 1) / 2;
     for (size_t g = 0; g < groups; g++) {
         const uint8_t* row0 = x + (ptrdiff_t)(2 * g) * x_cs;
@@ -129,8 +130,9 @@ static void fpw_q8_pack_pair16_nchw(const uint8_t* x, ptrdiff_t x_cs, int x_sign
 
 /* PAIR16 activations, NHWC: pixel rows x[p][c] (row stride x_ps bytes) to rows of
  * (channels + 1) / 2 int16 pairs, zero-padding an odd last channel. */
-static void fpw_q8_pack_pair16_nhwc(const uint8_t* x, ptrdiff_t x_ps, int x_signed, size_t channels,
-                                    size_t p_begin, size_t p_end, int16_t* out) {
+static FPW_MAYBE_UNUSED void fpw_q8_pack_pair16_nhwc(const uint8_t* x, ptrdiff_t x_ps, int x_signed,
+                                                     size_t channels, size_t p_begin, size_t p_end,
+                                                     int16_t* out) {
     const size_t row_length = 2 * ((channels + 1) / 2);
     for (size_t p = p_begin; p < p_end; p++) {
         const uint8_t* src = x + (ptrdiff_t)p * x_ps;
@@ -145,8 +147,9 @@ static void fpw_q8_pack_pair16_nhwc(const uint8_t* x, ptrdiff_t x_ps, int x_sign
  * Missing channels of the last group are zero; `flip` XORs every byte with 0x80 (int8
  * to uint8 + 128). With SSE2 (every x86-64), two rounds of byte/word unpacks interleave
  * 16 pixels at a time; the plain loop finishes the row and serves other CPUs. */
-static void fpw_q8_pack_dot4_nchw(const uint8_t* x, ptrdiff_t x_cs, int flip, size_t channels, size_t pixels,
-                                  size_t g_begin, size_t g_end, uint8_t* out) {
+static FPW_MAYBE_UNUSED void fpw_q8_pack_dot4_nchw(const uint8_t* x, ptrdiff_t x_cs, int flip,
+                                                   size_t channels, size_t pixels, size_t g_begin,
+                                                   size_t g_end, uint8_t* out) {
 #if defined(__SSE2__)
     const __m128i flip_bits = flip ? _mm_set1_epi8((char)0x80) : _mm_setzero_si128();
 #endif
