@@ -58,6 +58,10 @@ try:
 except ImportError:  # optional: without it numpy's BLAS uses its own default threads
     threadpoolctl = None
 
+# The one command that installs every peer and helper the benchmarks use (pyproject.toml's
+# "bench" extra): printed wherever one is missing.
+BENCH_INSTALL = 'pip install "fastpw[bench]"'
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -338,7 +342,7 @@ class Table:
     def _line(self, cells) -> str:
         first, *rest = cells
         parts = [f"{first:<{self.widths[0]}}"]
-        parts += [f"{cell:>{width}}" for cell, width in zip(rest, self.widths[1:])]
+        parts += [f"{cell:>{width}}" for cell, width in zip(rest, self.widths[1:], strict=False)]
         return "  ".join(parts).rstrip()
 
     def header(self) -> None:
@@ -457,7 +461,10 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
             "exact = fastpw's uint8 output equals ONNX Runtime's bit for bit (NHWC: its transpose)"
         )
     else:
-        baseline = "no ONNX Runtime baseline: onnxruntime and onnx not both importable"
+        baseline = (
+            "no ONNX Runtime baseline: onnxruntime and onnx not both importable "
+            f"(install them with: {BENCH_INSTALL})"
+        )
         exact = "exact = fastpw's uint8 output equals the int8 formula (reference_qconv1x1)"
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
@@ -526,7 +533,10 @@ def main(argv=None) -> int:
             blas_note = f"numpy's BLAS limited to {threads} thread(s) with threadpoolctl"
             limits = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
         else:
-            blas_note = "threadpoolctl not installed: numpy's BLAS uses its default threads"
+            blas_note = (
+                "threadpoolctl not installed: numpy's BLAS uses its default threads "
+                f"(install it with: {BENCH_INSTALL})"
+            )
             limits = nullcontext()
         print(
             f"\nBenchmark: float32, batch 1, {threads} thread(s), best of "
