@@ -38,8 +38,32 @@ written. The README's Threading section has the details.
 
 import os as _os
 
-from . import _kernels, quant
-from ._api import Conv1x1, QConv1x1, QParams, conv1x1
+
+def _built_here() -> bool:
+    """Is the compiled extension in this folder? (Not in an unbuilt source checkout.)"""
+    folder = _os.path.dirname(_os.path.abspath(__file__))
+    return any(
+        name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
+        for name in _os.listdir(folder)
+    )
+
+
+try:
+    from . import _kernels
+except ImportError:
+    if _built_here():
+        raise
+    raise ImportError(
+        f"fastpw is being imported from a source folder without its compiled extension "
+        f"({_os.path.dirname(_os.path.abspath(__file__))}): run `pip install -e .` in the "
+        f"repository root to build it there, or run Python from another folder to use an "
+        f"installed fastpw"
+    ) from None
+
+# (After the extension: an unbuilt source folder gets the message above, not an error
+# from inside these modules.)
+from . import quant  # noqa: E402
+from ._api import Conv1x1, QConv1x1, QParams, conv1x1  # noqa: E402
 
 __version__ = "0.1.0"
 
