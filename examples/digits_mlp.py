@@ -43,7 +43,7 @@ def mlp_logits(clf: MLPClassifier, features: np.ndarray) -> np.ndarray:
     """The MLP's pre-softmax output, in float64 numpy from its coefs_ and intercepts_."""
     h = np.asarray(features, dtype=np.float64)
     last = len(clf.coefs_) - 1
-    for index, (coef, intercept) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+    for index, (coef, intercept) in enumerate(zip(clf.coefs_, clf.intercepts_, strict=False)):
         h = h @ coef + intercept
         if index < last:
             h = np.maximum(h, 0.0)
@@ -59,7 +59,7 @@ def export_layers(clf: MLPClassifier) -> list[fastpw.Conv1x1]:
             intercept.astype(np.float32),
             activation="relu" if index < last else None,
         )
-        for index, (coef, intercept) in enumerate(zip(clf.coefs_, clf.intercepts_))
+        for index, (coef, intercept) in enumerate(zip(clf.coefs_, clf.intercepts_, strict=False))
     ]
 
 

@@ -12,7 +12,7 @@ import math
 import numbers
 from collections import namedtuple
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,14 +28,14 @@ MAX_THREADS = 65536  # the kernels cap any larger request to this
 _PLAIN_ARRAY = np.ndarray
 
 # What callers may pass for stride and activation (the API's argument types).
-_StrideLike = Union[int, tuple[int, int], list[int]]
-_ActivationLike = Union[str, tuple[float, float], list[float], None]
+_StrideLike = int | tuple[int, int] | list[int]
+_ActivationLike = str | tuple[float, float] | list[float] | None
 # An activation as a layer holds it: a name or a (lo, hi) clamp.
-_Activation = Union[str, tuple[float, float], None]
+_Activation = str | tuple[float, float] | None
 # The fast path of a plan: (x, out, threads) -> the output, or None when it declines.
 _PlanRun = Callable[
-    [npt.NDArray[Any], Union[npt.NDArray[Any], None], Union[int, None]],
-    Union[npt.NDArray[Any], None],
+    [npt.NDArray[Any], npt.NDArray[Any] | None, int | None],
+    npt.NDArray[Any] | None,
 ]
 
 
@@ -512,7 +512,7 @@ QParams = namedtuple("QParams", ["scale", "zero_point"])
 QParams.__doc__ = """Quantization parameters: real = scale * (q - zero_point)."""
 # What callers may pass as qparams: QParams or a (scale, zero_point) pair, each a number
 # or an array (per channel, or one element).
-_QParamsLike = Union[QParams, tuple[npt.ArrayLike, npt.ArrayLike]]
+_QParamsLike = QParams | tuple[npt.ArrayLike, npt.ArrayLike]
 
 QUANTIZED_X_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 OUT_DTYPES = {

@@ -6,11 +6,10 @@ the fast paths check themselves (x, out and num_threads of `run`) are `object`: 
 None for anything it does not take, and the Python layer (fastpw._api) handles it.
 """
 
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self
 
 # One epilogue of Q8Plan, per output type: (scale float32 (K,) or None for int32 output,
 # lo, hi, zero point, clamp 0/1), as fpw_q8_tile holds them.

@@ -582,7 +582,7 @@ class QuantizedSequential:
             activations = [np.asarray(x, dtype=np.float32)]
             for layer in layers:
                 activations.append(layer(activations[-1]))
-            for index, (observer, value) in enumerate(zip(observers, activations)):
+            for index, (observer, value) in enumerate(zip(observers, activations, strict=False)):
                 if not np.all(np.isfinite(value)):
                     raise ValueError(f"calibration data has NaN or Inf at {_boundary_name(index)}")
                 observer.update(value)
@@ -632,7 +632,9 @@ class QuantizedSequential:
         rows: list[dict[str, Any]] = []
         reference = x
         xq = self.quantize_input(x)
-        for index, (float_layer, layer) in enumerate(zip(self.float_layers, self.layers)):
+        for index, (float_layer, layer) in enumerate(
+            zip(self.float_layers, self.layers, strict=False)
+        ):
             reference = float_layer(reference)
             xq = layer(xq)
             approx = dequantize(xq, self.boundary_qparams[index + 1])
@@ -676,7 +678,7 @@ def _check_chain(layers: Iterable[Any]) -> list[Conv1x1]:
     for index, layer in enumerate(layers):
         if not isinstance(layer, Conv1x1):
             raise TypeError(f"layer {index} is {type(layer).__name__}, not fastpw.Conv1x1")
-    for index, (first, second) in enumerate(zip(layers, layers[1:])):
+    for index, (first, second) in enumerate(zip(layers, layers[1:], strict=False)):
         if first.out_channels != second.in_channels:
             raise ValueError(
                 f"layers do not chain: layer {index} gives {first.out_channels} channels, "

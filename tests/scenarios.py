@@ -32,8 +32,9 @@ X_QUANT, W_SCALE, Y_QUANT = (0.02, 128), 0.01, (0.5, 100)
 QUANTIZE_QPARAMS = (0.05, 128)
 
 
-def layer_and_input(kind, layout="NCHW", channels=64, out_channels=48, size=56, seed=0,
-                    out_dtype=None):
+def layer_and_input(
+    kind, layout="NCHW", channels=64, out_channels=48, size=56, seed=0, out_dtype=None
+):
     """A seeded layer of `kind` ("float32" or "int8") and an input for it."""
     rng = np.random.default_rng(seed)
     shape = (1, channels, size, size) if layout == "NCHW" else (1, size, size, channels)
@@ -44,8 +45,15 @@ def layer_and_input(kind, layout="NCHW", channels=64, out_channels=48, size=56, 
         return layer, rng.standard_normal(shape).astype(np.float32)
     weight = rng.integers(-128, 128, (out_channels, channels), dtype=np.int8)
     bias = rng.integers(-5000, 5000, out_channels, dtype=np.int32)
-    layer = fastpw.QConv1x1(weight, bias, x_quant=X_QUANT, w_quant=(W_SCALE, 0),
-                            y_quant=Y_QUANT, layout=layout, out_dtype=out_dtype)
+    layer = fastpw.QConv1x1(
+        weight,
+        bias,
+        x_quant=X_QUANT,
+        w_quant=(W_SCALE, 0),
+        y_quant=Y_QUANT,
+        layout=layout,
+        out_dtype=out_dtype,
+    )
     return layer, rng.integers(0, 256, shape, dtype=np.uint8)
 
 
@@ -55,8 +63,14 @@ def check_against_reference(kind, layer, x, y, layout="NCHW"):
         assert_matches_reference(y, x, layer.weight, layer.bias, layout, 1, 1, "relu")
     else:
         expected = qconv1x1_reference(
-            x, layer.weight, layer.bias, x_quant=X_QUANT, w_quant=(W_SCALE, 0),
-            y_quant=Y_QUANT, layout=layout)
+            x,
+            layer.weight,
+            layer.bias,
+            x_quant=X_QUANT,
+            w_quant=(W_SCALE, 0),
+            y_quant=Y_QUANT,
+            layout=layout,
+        )
         assert np.array_equal(y, expected), "int8 result differs from the reference"
 
 
@@ -260,7 +274,7 @@ def thread_creation_refused(uid=54321):
         pass
     else:
         raise AssertionError("set-up: this process can still create threads")
-    for (layer, x), kind in zip(layers, ("float32", "int8")):
+    for (layer, x), kind in zip(layers, ("float32", "int8"), strict=False):
         check_against_reference(kind, layer, x, layer(x, num_threads=2))
     y = quant.quantize(big, QUANTIZE_QPARAMS, np.uint8, num_threads=2)
     assert np.array_equal(y, quantize_reference(big, *QUANTIZE_QPARAMS, np.uint8))
@@ -303,16 +317,31 @@ def ctrl_c_stops_a_long_call(kind, layout, num_threads, delay=0.02):
         timer.join()
     unwritten = np.count_nonzero(np.isnan(out))
     assert unwritten > 0, "every output was written: the interrupt came after the call"
-    print(f"{kind} {layout} {num_threads}T: KeyboardInterrupt {stopped - started - delay:.3f} s "
-          f"after SIGINT; {unwritten / out.size:.0%} of the outputs left unwritten")
+    print(
+        f"{kind} {layout} {num_threads}T: KeyboardInterrupt {stopped - started - delay:.3f} s "
+        f"after SIGINT; {unwritten / out.size:.0%} of the outputs left unwritten"
+    )
 
 
 def _heap_bytes():
     """Bytes glibc's malloc holds for the program (arenas and mmapped blocks)."""
+
     class Mallinfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
 
     libc = ctypes.CDLL(None)
     libc.mallinfo2.restype = Mallinfo2

@@ -56,9 +56,7 @@ def run_scenario(call: str, env: dict | None = None) -> str:
             os.killpg(process.pid, signal.SIGKILL)  # any forked child left behind
         except ProcessLookupError:
             pass
-    assert process.returncode == 0, (
-        f"scenarios.{call} exited with {process.returncode}:\n{output}"
-    )
+    assert process.returncode == 0, f"scenarios.{call} exited with {process.returncode}:\n{output}"
     print(output)
     return output
 

@@ -1970,7 +1970,7 @@ def fuzz_observer(data, focus):
     except Rejected as rejected:
         return tally(target, case, rejected.outcome)
     accepted, length = [], None
-    for i, (batch, meaning) in enumerate(zip(batches, case.p["meanings"])):
+    for i, (batch, meaning) in enumerate(zip(batches, case.p["meanings"], strict=False)):
         phase = f"update {i}"
         this_length = axis_length(case, phase, meaning, case.p, length)
         inputs = snapshot(arrays_in(batch))
@@ -2403,7 +2403,7 @@ def check_calibrated(net, layers, inputs, p):
         assert tuple(net.input_qparams) == (float(scale), int(zp)), (net.input_qparams, scale)
     else:  # the percentile range lies inside [min, max]
         assert net.input_qparams.scale <= float(scale), (net.input_qparams, scale)
-    for i, (f, q) in enumerate(zip(layers, net.layers)):
+    for i, (f, q) in enumerate(zip(layers, net.layers, strict=False)):
         assert isinstance(q, fastpw.QConv1x1)
         same = ("in_channels", "out_channels", "layout", "stride", "groups", "activation")
         for name in same:

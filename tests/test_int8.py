@@ -615,7 +615,7 @@ def test_extreme_inputs(isa, layout, x_dtype, x_kind, w_kind):
     n, c, h, w, k = 2, 1031, 3, 7, 13
     lo, hi = QDTYPE_RANGES[np.dtype(x_dtype)]
     zero_points = (lo, hi, 0 if x_dtype is np.int8 else 128)
-    for x_zp, bias_kind in zip(zero_points, ("large", "small", None)):
+    for x_zp, bias_kind in zip(zero_points, ("large", "small", None), strict=False):
         x = random_x(rng, x_dtype, x_shape(layout, n, c, h, w), x_kind, x_zp)
         weight = random_weight(rng, (k, c), w_kind)
         bias = random_bias(rng, k, bias_kind)
@@ -1226,7 +1226,7 @@ def test_repeated_calls_and_input_untouched(isa, layout):
     first = fastpw.conv1x1(x, weight, bias, **kwargs)
     for _ in range(3):
         assert_exact(fastpw.conv1x1(x, weight, bias, **kwargs), first)
-    for a, before in zip((x, weight, bias, w_scale), copies):
+    for a, before in zip((x, weight, bias, w_scale), copies, strict=False):
         np.testing.assert_array_equal(a, before)
 
 

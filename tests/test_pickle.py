@@ -117,7 +117,7 @@ def assert_same_value(a, b, what):
         np.testing.assert_array_equal(a, b, err_msg=what)
     elif isinstance(a, tuple):
         assert type(a) is type(b) and len(a) == len(b), (what, a, b)
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             assert_same_value(x, y, f"{what}[{i}]")
     else:
         assert type(a) is type(b) and a == b, (what, a, b)
@@ -205,7 +205,9 @@ def make_network(layout, x_dtype, per_channel):
     """A three-layer chain calibrated as in test_quant.py, and an input for it."""
     rng = np.random.default_rng(6)
     layers = []
-    for (c, k), activation in zip([(8, 32), (32, 16), (16, 4)], ["relu", "relu6", None]):
+    for (c, k), activation in zip(
+        [(8, 32), (32, 16), (16, 4)], ["relu", "relu6", None], strict=False
+    ):
         weight = (rng.normal(0, 1, (k, c)) / math.sqrt(c)).astype(np.float32)
         bias = rng.normal(0, 0.3, k).astype(np.float32)
         layers.append(fastpw.Conv1x1(weight, bias, layout=layout, activation=activation))
@@ -225,11 +227,12 @@ def assert_same_network(loaded, net):
         ["boundary qparams"] * len(net.boundary_qparams),
         loaded.boundary_qparams,
         net.boundary_qparams,
+        strict=False,
     ):
         assert_same_value(tuple(a), tuple(b), what)
-    for a, b in zip(loaded.layers, net.layers):
+    for a, b in zip(loaded.layers, net.layers, strict=False):
         assert_same_layer(a, b, QUANTIZED_ATTRIBUTES)
-    for a, b in zip(loaded.float_layers, net.float_layers):
+    for a, b in zip(loaded.float_layers, net.float_layers, strict=False):
         assert_same_layer(a, b, FLOAT_ATTRIBUTES)
 
 

@@ -1037,7 +1037,9 @@ def test_sqnr_shape_mismatch():
 
 def make_chain(rng, layout, channels=(8, 32, 16, 4), activations=("relu", "relu6", None)):
     layers = []
-    for (c, k), activation in zip(zip(channels, channels[1:]), activations):
+    for (c, k), activation in zip(
+        zip(channels, channels[1:], strict=False), activations, strict=False
+    ):
         weight = (rng.normal(0, 1, (k, c)) / math.sqrt(c)).astype(np.float32)
         bias = rng.normal(0, 0.3, k).astype(np.float32)
         layers.append(fastpw.Conv1x1(weight, bias, layout=layout, activation=activation))
@@ -1183,7 +1185,7 @@ def test_report(layout, x_dtype, capsys):
     assert len(rows) == len(layers)
     boundaries = float_chain_reference(layers, x)
     q = net.quantize_input(x)
-    for i, (row, layer) in enumerate(zip(rows, net.layers)):
+    for i, (row, layer) in enumerate(zip(rows, net.layers, strict=False)):
         assert row["layer"] == i
         assert (row["in_channels"], row["out_channels"]) == (layer.in_channels, layer.out_channels)
         assert row["activation"] == layer.activation
@@ -1194,7 +1196,7 @@ def test_report(layout, x_dtype, capsys):
     lines = [line for line in printed.splitlines() if line.strip()]
     assert len(lines) == len(layers) + 1
     assert "SQNR" in lines[0] and "layer" in lines[0]
-    for line, row, channels in zip(lines[1:], rows, ("8->32", "32->16", "16->4")):
+    for line, row, channels in zip(lines[1:], rows, ("8->32", "32->16", "16->4"), strict=False):
         assert channels in line
         assert f"{row['sqnr_db']:.2f}" in line
     # to a file instead of stdout
@@ -1220,7 +1222,7 @@ def test_calibrate_keeps_stride_and_groups(isa, layout, x_dtype):
     shape = (2, 6, 9, 8) if layout == "NCHW" else (2, 9, 8, 6)
     calibration = [rng.normal(0, 1, shape).astype(np.float32) for _ in range(3)]
     net = QuantizedSequential.calibrate(layers, calibration, x_dtype=x_dtype)
-    for float_layer, layer in zip(layers, net.layers):
+    for float_layer, layer in zip(layers, net.layers, strict=False):
         assert layer.stride == float_layer.stride and layer.groups == float_layer.groups
         assert layer.activation == float_layer.activation
     x = calibration[0]

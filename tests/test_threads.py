@@ -34,6 +34,7 @@ def threads_past_the_cores():
     finally:
         fastpw._kernels._set_core_limit(previous)
 
+
 # (n, c, k, h, w, groups, stride): small spatial (7x7 = 49 pixels), large (56x56), odd
 # channel counts, groups, stride, and a problem with fewer tiles than threads.
 SHAPES = [
@@ -94,7 +95,7 @@ def test_thread_count_with_out_slice(isa, layout):
         rest = np.delete(buf, np.s_[10:60], axis=axis)
         assert (rest == -7.0).all(), f"num_threads={threads} wrote outside the out slice"
         results.append(out.copy())
-    for threads, got in zip(THREAD_COUNTS[1:], results[1:]):
+    for threads, got in zip(THREAD_COUNTS[1:], results[1:], strict=False):
         assert_same_bits(got, results[0], f"num_threads={threads} vs 1")
 
 
@@ -151,7 +152,7 @@ def test_concurrent_calls_from_python_threads(isa, layout):
         make_problem(layout, 1, 16 + 5 * i, 24 + 3 * i, 15, 17, 1, seed=i) for i in range(4)
     ]
     layers = [fastpw.Conv1x1(w, b, layout=layout) for _, w, b in problems]
-    expected = [layer(x, num_threads=1) for layer, (x, _, _) in zip(layers, problems)]
+    expected = [layer(x, num_threads=1) for layer, (x, _, _) in zip(layers, problems, strict=False)]
 
     def work(i):
         x, w, b = problems[i % 4]
@@ -238,7 +239,7 @@ def test_int8_thread_count_with_out_slice(isa, layout):
         rest = np.delete(buf, np.s_[10:60], axis=axis)
         assert (rest == 77).all(), f"num_threads={threads} wrote outside the out slice"
         results.append(out.copy())
-    for threads, got in zip(THREAD_COUNTS[1:], results[1:]):
+    for threads, got in zip(THREAD_COUNTS[1:], results[1:], strict=False):
         assert_same_values(got, results[0], f"num_threads={threads} vs 1")
 
 
@@ -262,7 +263,9 @@ def test_int8_concurrent_calls_from_python_threads(isa, layout):
         make_qproblem(layout, 1, 16 + 5 * i, 24 + 3 * i, 15, 17, 1, seed=i) for i in range(4)
     ]
     layers = [fastpw.QConv1x1(w, b, layout=layout, **q) for _, w, b, q in problems]
-    expected = [layer(x, num_threads=1) for layer, (x, _, _, _) in zip(layers, problems)]
+    expected = [
+        layer(x, num_threads=1) for layer, (x, _, _, _) in zip(layers, problems, strict=False)
+    ]
 
     def work(i):
         x, w, b, q = problems[i % 4]

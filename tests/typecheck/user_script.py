@@ -28,7 +28,7 @@ from fastpw.quant import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import assert_type  # (mypy has it; running needs no package)
+    from typing import assert_type  # (mypy has it; running needs no package)
 else:
 
     def assert_type(value, expected_type):  # what typing.assert_type does at run time
