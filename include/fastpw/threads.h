@@ -32,18 +32,18 @@
 
 /* Flags read by several threads at once: relaxed atomics, which cost a plain load. */
 #if defined(__GNUC__) || defined(__clang__)
-static int fpw_flag_get(const int *flag) {
+static int fpw_flag_get(const int* flag) {
     return __atomic_load_n(flag, __ATOMIC_RELAXED);
 }
-static void fpw_flag_set(int *flag, int value) {
+static void fpw_flag_set(int* flag, int value) {
     __atomic_store_n(flag, value, __ATOMIC_RELAXED);
 }
 #else
-static int fpw_flag_get(const int *flag) {
-    return *(const volatile int *)flag;
+static int fpw_flag_get(const int* flag) {
+    return *(const volatile int*)flag;
 }
-static void fpw_flag_set(int *flag, int value) {
-    *(volatile int *)flag = value;
+static void fpw_flag_set(int* flag, int value) {
+    *(volatile int*)flag = value;
 }
 #endif
 
@@ -84,8 +84,8 @@ static int fpw_in_parallel(void) {
 
 /* ---- fork ------------------------------------------------------------------------- */
 
-static int fpw_team_started;   /* this process (or an ancestor) has run an OpenMP team */
-static int fpw_forked_serial;  /* a forked child of such a process: run serially */
+static int fpw_team_started;  /* this process (or an ancestor) has run an OpenMP team */
+static int fpw_forked_serial; /* a forked child of such a process: run serially */
 
 static void fpw_note_team_started(void) {
     if (!fpw_flag_get(&fpw_team_started)) fpw_flag_set(&fpw_team_started, 1);
@@ -133,9 +133,9 @@ typedef struct fpw_probe {
     int released;
 } fpw_probe;
 
-static void *fpw_probe_thread(void *arg) {
+static void* fpw_probe_thread(void* arg) {
     /* Stay alive until every probe thread exists: libgomp's pool threads live at once. */
-    fpw_probe *probe = (fpw_probe *)arg;
+    fpw_probe* probe = (fpw_probe*)arg;
     pthread_mutex_lock(&probe->lock);
     while (!probe->released) pthread_cond_wait(&probe->released_cond, &probe->lock);
     pthread_mutex_unlock(&probe->lock);
