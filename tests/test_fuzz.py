@@ -1065,7 +1065,9 @@ def draw_quant_args(draw, case, p, build, x_dtype, out_channels):
                     ]
                 )
             )
-            if what == "K-1 scales" and out_channels == 1:
+            if what == "K-1 scales" and out_channels <= 2:
+                # K-1 = 0 scales is no list, and one scale in an array is per tensor
+                # (valid): neither is a wrong count of per-channel scales.
                 what, arg = "zero point 1", (ws, 1)
             promised = {"missing": TypeError, "zero point 1": ValueError}.get(what)
             case.add(f"w_quant: {what}", INVALID, "build", promised)
