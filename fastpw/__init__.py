@@ -16,9 +16,9 @@ either layout, without transposing or im2col-ing the input:
                    include/fastpw/{f32,q8}/<isa>.h  one microkernel family per file
 
 Kernel family: the best one the CPU supports is chosen at import (CPUID + XGETBV on
-x86-64); the environment variable FASTPW_ISA=<name> forces one ("scalar", "avx2",
-"avx512", "avx512vnni"); ``isa()`` names the family in use and ``available_isas()``
-lists the rest.
+x86-64, HWCAP on aarch64); the environment variable FASTPW_ISA=<name> forces one of
+those ``available_isas()`` lists, best first; ``isa()`` names the family in use. (The
+families are the table in include/fastpw/dispatch.h; no list of them is kept here.)
 
 Quantized path: uint8/int8 input, int8 weights and int32 bias give ONNX QLinearConv's
 result bit for bit (``QConv1x1``), with requantization fused into the kernel.

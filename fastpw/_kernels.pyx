@@ -85,10 +85,10 @@ cdef extern from "fastpw/dispatch.h" nogil:
                                size_t pixels, size_t g_begin, size_t g_end, uint8_t *out)
 
     ctypedef struct fpw_cpu_features:
-        int sse42, avx, fma, avx2, f16c
-        int avx512f, avx512bw, avx512dq, avx512vl, avx512_vnni, avx_vnni
-        int amx_tile, amx_int8
-        int neon, asimddp
+        pass  # its fields come from FPW_CPU_FEATURES (cpu.h), read by index below
+    const char *const fpw_cpu_feature_names[]
+    int FPW_NUM_CPU_FEATURES
+    int fpw_cpu_feature(const fpw_cpu_features *f, int index)
 
     ctypedef struct fpw_quant_run:
         size_t n
@@ -154,15 +154,13 @@ cdef extern from "Python.h":
 cdef fpw_cpu_features _cpu = fpw_detect_cpu()
 cdef int _active_family = -1
 
-_FEATURE_NAMES = ("sse42", "avx", "fma", "avx2", "f16c", "avx512f", "avx512bw", "avx512dq",
-                  "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "neon",
-                  "asimddp")
+# The feature names as cpu.h's FPW_CPU_FEATURES lists them.
+_FEATURE_NAMES = tuple(fpw_cpu_feature_names[i].decode() for i in range(FPW_NUM_CPU_FEATURES))
 
 
 def cpu_features():
     """Detected CPU features as {name: bool} (CPUID + XGETBV on x86-64, HWCAP on aarch64)."""
-    cdef dict d = _cpu
-    return {name: bool(d[name]) for name in _FEATURE_NAMES}
+    return {name: bool(fpw_cpu_feature(&_cpu, i)) for i, name in enumerate(_FEATURE_NAMES)}
 
 
 def available_isas():

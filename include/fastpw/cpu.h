@@ -8,14 +8,47 @@
 #ifndef FASTPW_CPU_H
 #define FASTPW_CPU_H
 
+#include <stddef.h>
+
 #include "fastpw.h"
 
+/* The features fastpw detects, in the order fastpw.cpu_features() lists them: the one
+ * list. It makes the struct's fields, their names and the lookup by index below. */
+#define FPW_CPU_FEATURES(X)                                                                                  \
+    X(sse42)                                                                                                 \
+    X(avx)                                                                                                   \
+    X(fma)                                                                                                   \
+    X(avx2)                                                                                                  \
+    X(f16c)                                                                                                  \
+    X(avx512f)                                                                                               \
+    X(avx512bw)                                                                                              \
+    X(avx512dq)                                                                                              \
+    X(avx512vl)                                                                                              \
+    X(avx512_vnni)                                                                                           \
+    X(avx_vnni)                                                                                              \
+    X(amx_tile)                                                                                              \
+    X(amx_int8)                                                                                              \
+    X(neon)                                                                                                  \
+    X(asimddp)
+
 typedef struct fpw_cpu_features {
-    int sse42, avx, fma, avx2, f16c;
-    int avx512f, avx512bw, avx512dq, avx512vl, avx512_vnni, avx_vnni;
-    int amx_tile, amx_int8;
-    int neon, asimddp;
+#define FPW_FEATURE_FIELD(name) int name;
+    FPW_CPU_FEATURES(FPW_FEATURE_FIELD)
+#undef FPW_FEATURE_FIELD
 } fpw_cpu_features;
+
+#define FPW_FEATURE_NAME(name) #name,
+static const char* const fpw_cpu_feature_names[] = {FPW_CPU_FEATURES(FPW_FEATURE_NAME)};
+#undef FPW_FEATURE_NAME
+#define FPW_FEATURE_OFFSET(name) offsetof(fpw_cpu_features, name),
+static const size_t fpw_cpu_feature_offsets[] = {FPW_CPU_FEATURES(FPW_FEATURE_OFFSET)};
+#undef FPW_FEATURE_OFFSET
+#define FPW_NUM_CPU_FEATURES ((int)(sizeof(fpw_cpu_feature_names) / sizeof(fpw_cpu_feature_names[0])))
+
+/* Feature `index` of FPW_CPU_FEATURES: 1 if the CPU (and the OS) has it. */
+static FPW_MAYBE_UNUSED int fpw_cpu_feature(const fpw_cpu_features* f, int index) {
+    return *(const int*)((const char*)f + fpw_cpu_feature_offsets[index]);
+}
 
 #if FPW_X86_64
 #if defined(__GNUC__) || defined(__clang__)
