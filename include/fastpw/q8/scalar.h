@@ -29,20 +29,6 @@ static inline int32_t fpw_round_half_even(float v) {
     return r;
 }
 
-/* Store one finished value (an int32 lane holding the final integer, or float bits). */
-static inline void fpw_q8_store_lane(const fpw_q8_tile* t, int32_t lane, ptrdiff_t offset) {
-    switch (t->out_type) {
-        case FPW_Q8_OUT_U8:
-            ((uint8_t*)t->c)[offset] = (uint8_t)lane;
-            break;
-        case FPW_Q8_OUT_S8:
-            ((int8_t*)t->c)[offset] = (int8_t)lane;
-            break;
-        default:
-            ((int32_t*)t->c)[offset] = lane; /* float32 bits are copied as they are */
-    }
-}
-
 /* The epilogue for one accumulator, as the contract in fastpw.h defines it. */
 static inline void fpw_q8_store_one(const fpw_q8_tile* t, int32_t acc, float scale, ptrdiff_t offset) {
     switch (t->out_type) {
