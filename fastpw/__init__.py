@@ -10,15 +10,19 @@ either layout, without transposing or im2col-ing the input:
                    fastpw._kernels     tile loop: OpenMP over output blocks, GIL released
                      │  function-pointer table
                      ▼
-                   include/fastpw/dispatch.h   CPU features found once; families best first
+                   include/fastpw/dispatch.h   CPU features found once; families best first,
+                     │                         each operation's kernel chosen on its own
                      │
                      ▼
                    include/fastpw/{f32,q8}/<isa>.h  one microkernel family per file
 
-Kernel family: the best one the CPU supports is chosen at import (CPUID + XGETBV on
-x86-64, HWCAP on aarch64); the environment variable FASTPW_ISA=<name> forces one of
-those ``available_isas()`` lists, best first; ``isa()`` names the family in use. (The
-families are the table in include/fastpw/dispatch.h; no list of them is kept here.)
+Kernel families: the best one the CPU supports is selected at import (CPUID + XGETBV
+on x86-64, HWCAP on aarch64), and each operation (float32 GEMM, int8 GEMM,
+quantize/dequantize) runs the best kernel at or below it; the environment variable
+FASTPW_ISA=<name> selects one of those ``available_isas()`` lists instead, capping
+every operation there. ``isa()`` names the selected family, ``isa("int8")`` the one an
+operation runs, and ``kernel_table()`` is the table of families and their kernels
+(include/fastpw/dispatch.h: no list of them is kept here; ``python -m fastpw`` prints it).
 
 Quantized path: uint8/int8 input, int8 weights and int32 bias give ONNX QLinearConv's
 result bit for bit (``QConv1x1``), with requantization fused into the kernel.
@@ -68,6 +72,7 @@ from ._api import Conv1x1, QConv1x1, QParams, conv1x1  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "OPERATIONS",
     "Conv1x1",
     "QConv1x1",
     "QParams",
@@ -75,6 +80,7 @@ __all__ = [
     "conv1x1",
     "cpu_features",
     "isa",
+    "kernel_table",
     "max_threads",
     "openmp_enabled",
     "quant",
@@ -83,6 +89,8 @@ __all__ = [
 cpu_features = _kernels.cpu_features
 available_isas = _kernels.available_isas
 isa = _kernels.isa
+kernel_table = _kernels.kernel_table
+OPERATIONS = _kernels.OPERATIONS
 openmp_enabled = _kernels.openmp_enabled
 max_threads = _kernels.max_threads
 _set_isa = _kernels.set_isa

@@ -3,10 +3,11 @@
 
 A 1x1 convolution is one GEMM per (image, group). This module cuts each GEMM into
 blocks of MB x NB outputs (the OpenMP work items), walks every block in MR x NR
-register tiles, and calls the active family's microkernel through the table in
-include/fastpw/dispatch.h. The reduction over input channels is never shared between
-threads (float32 runs long ones in fixed blocks of KC_BLOCK channels), so each output is
-summed by one thread in one fixed order: bitwise identical results for any thread count.
+register tiles, and calls the microkernel each operation chose from the family table
+in include/fastpw/dispatch.h (declared in _include.pxd). The reduction over input
+channels is never shared between threads (float32 runs long ones in fixed blocks of
+KC_BLOCK channels), so each output is summed by one thread in one fixed order: bitwise
+identical results for any thread count.
 
 Three orientations map a layer onto the microkernel contract (include/fastpw/fastpw.h):
 
@@ -18,9 +19,11 @@ Three orientations map a layer onto the microkernel contract (include/fastpw/fas
 """
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
+
+from fastpw._include cimport *
 
 cimport numpy as cnp
 import numpy as np
@@ -28,145 +31,74 @@ import numpy as np
 cnp.import_array()
 
 
-cdef extern from "fastpw/dispatch.h" nogil:
-    ctypedef struct fpw_f32_tile:
-        size_t kc
-        size_t mr, nr
-        const float *a
-        ptrdiff_t a_rs, a_cs
-        const float *b
-        ptrdiff_t b_rs
-        int b_padded
-        float *c
-        ptrdiff_t c_rs, c_cs
-        const float *bias
-        int bias_on_rows
-        int clamp
-        float lo, hi
-        int accumulate
-        int finish
-
-    ctypedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile *tile) noexcept nogil
-
-    ctypedef struct fpw_q8_tile:
-        size_t kc
-        size_t mr, nr
-        const uint8_t *a
-        ptrdiff_t a_rs, a_cs
-        size_t a_tail
-        int a_is_data
-        int a_flip_sign
-        const uint8_t *b
-        ptrdiff_t b_rs
-        int b_padded
-        void *c
-        ptrdiff_t c_rs, c_cs
-        int out_type
-        const int32_t *bias
-        const float *scale
-        int per_row
-        int clamp
-        float lo, hi
-        int32_t zero_point
-
-    ctypedef void (*fpw_q8_gemm_fn)(const fpw_q8_tile *tile) noexcept nogil
-    enum:
-        FPW_Q8_DOT4
-        FPW_Q8_PAIR16
-        FPW_Q8_OUT_U8
-        FPW_Q8_OUT_S8
-        FPW_Q8_OUT_S32
-        FPW_Q8_OUT_F32
-    void fpw_q8_pack_pair16_nchw(const uint8_t *x, ptrdiff_t x_cs, int x_signed, size_t channels,
-                                 size_t pixels, size_t p_begin, size_t p_end, int16_t *out)
-    void fpw_q8_pack_pair16_nhwc(const uint8_t *x, ptrdiff_t x_ps, int x_signed, size_t channels,
-                                 size_t p_begin, size_t p_end, int16_t *out)
-    void fpw_q8_pack_dot4_nchw(const uint8_t *x, ptrdiff_t x_cs, int flip, size_t channels,
-                               size_t pixels, size_t g_begin, size_t g_end, uint8_t *out)
-
-    ctypedef struct fpw_cpu_features:
-        pass  # its fields come from FPW_CPU_FEATURES (cpu.h), read by index below
-    const char *const fpw_cpu_feature_names[]
-    int FPW_NUM_CPU_FEATURES
-    int fpw_cpu_feature(const fpw_cpu_features *f, int index)
-
-    ctypedef struct fpw_quant_run:
-        size_t n
-        const float *scale
-        const int32_t *zero_point
-        int per_element
-        int is_signed
-
-    ctypedef void (*fpw_quantize_fn)(const float *x, void *y,
-                                     const fpw_quant_run *run) noexcept nogil
-    ctypedef void (*fpw_dequantize_fn)(const void *xq, float *y,
-                                       const fpw_quant_run *run) noexcept nogil
-
-    ctypedef struct fpw_family:
-        const char *name
-        size_t mr, nr
-        size_t lanes
-        fpw_f32_gemm_fn f32_gemm
-        int q8_format
-        int q8_signed_activations
-        size_t q8_mr, q8_nr
-        fpw_q8_gemm_fn q8_gemm
-        fpw_quantize_fn quantize
-        fpw_dequantize_fn dequantize
-        double (*fma_peak_loop)(long iterations) noexcept nogil
-        int (*supported)(const fpw_cpu_features *cpu) noexcept nogil
-
-    const fpw_family fpw_families[]
-    int FPW_NUM_FAMILIES
-    fpw_cpu_features fpw_detect_cpu()
-
-
-cdef extern from "fastpw/threads.h" nogil:
-    int fpw_openmp_enabled()
-    int fpw_max_threads()
-    int fpw_thread_num()
-    int fpw_thread_limit()
-    int fpw_in_parallel()
-    int fpw_flag_get(const int *flag)
-    void fpw_flag_set(int *flag, int value)
-    void fpw_note_team_started()
-    int fpw_serial_after_fork()
-    int fpw_install_fork_handler()
-    int fpw_affinity_cores()
-    int fpw_reserve_threads(int wanted)
-    double fpw_seconds()
-
-
-cdef extern from "pythread.h":
-    unsigned long PyThread_get_thread_ident()
-
-
-cdef extern from "Python.h":
-    # Declared here without an exception value: the tile loop calls it with the GIL taken
-    # for a moment inside a nogil region, and carries a raised KeyboardInterrupt out of
-    # that region itself (see _signal_arrived).
-    int PyErr_CheckSignals()
-
-
 # ---------------------------------------------------------------------------------------
-# CPU features and the active kernel family
+# CPU features, the kernel families and the kernel each operation runs
 
 cdef fpw_cpu_features _cpu = fpw_detect_cpu()
-cdef int _active_family = -1
+cdef unsigned _cpu_mask = fpw_cpu_feature_mask(&_cpu)
+# The family FASTPW_ISA / set_isa selected (the best supported one by default), and the
+# family whose kernel each operation runs under it (dispatch.h: fpw_choose_family).
+cdef int _selected_family = -1
+cdef int _op_family[FPW_NUM_OPS]
 
 # The feature names as cpu.h's FPW_CPU_FEATURES lists them.
 _FEATURE_NAMES = tuple(fpw_cpu_feature_names[i].decode() for i in range(FPW_NUM_CPU_FEATURES))
+# The operations as dispatch.h numbers them (FPW_OP_F32_GEMM, FPW_OP_Q8_GEMM, FPW_OP_QUANT).
+OPERATIONS = ("float32", "int8", "quantize")
 
 
 def cpu_features():
     """Detected CPU features as {name: bool} (CPUID + XGETBV on x86-64, HWCAP on aarch64)."""
-    return {name: bool(fpw_cpu_feature(&_cpu, i)) for i, name in enumerate(_FEATURE_NAMES)}
+    return {name: bool(_cpu_mask >> i & 1) for i, name in enumerate(_FEATURE_NAMES)}
+
+
+cdef bint _supported(int index, unsigned cpu) noexcept:
+    return fpw_families[index].required_features & cpu == fpw_families[index].required_features
+
+
+cdef dict _kernel_entry(int index, int op):
+    """What a test or a table needs to know of family `index`'s kernel for `op`."""
+    cdef const fpw_family *f = &fpw_families[index]
+    if not fpw_family_has(index, op):
+        return None
+    if op == FPW_OP_F32_GEMM:
+        return {"kernel": f.f32.name.decode(), "mr": f.f32.mr, "nr": f.f32.nr,
+                "lanes": f.f32.lanes, "format": "float32"}
+    if op == FPW_OP_Q8_GEMM:
+        if f.q8.format == FPW_Q8_PAIR16:
+            operands = "pair16"
+        else:
+            operands = "dot4-int8" if f.q8.signed_activations else "dot4-uint8"
+        return {"kernel": f.q8.name.decode(), "mr": f.q8.mr, "nr": f.q8.nr,
+                "lanes": f.q8.lanes, "format": operands}
+    return {"kernel": f.quant.name.decode(), "lanes": f.quant.lanes, "format": "elementwise"}
+
+
+def kernel_table():
+    """Every kernel family this build has (include/fastpw/dispatch.h), best first.
+
+    One dict per family: "family" (its name), "requires" (the cpu_features() it needs),
+    "supported" (whether this CPU has them), and per operation of OPERATIONS its own
+    kernel, or None where it leaves that operation to the families below it. A kernel
+    is {"kernel": C function, "lanes": values per vector register, "format": operand
+    format} plus "mr" and "nr" (the register tile) for the GEMMs.
+    """
+    table = []
+    for i in range(FPW_NUM_FAMILIES):
+        row = {"family": fpw_families[i].name.decode(),
+               "requires": [name for bit, name in enumerate(_FEATURE_NAMES)
+                            if fpw_families[i].required_features >> bit & 1],
+               "supported": _supported(i, _cpu_mask)}
+        for op, operation in enumerate(OPERATIONS):
+            row[operation] = _kernel_entry(i, op)
+        table.append(row)
+    return table
 
 
 def available_isas():
     """Kernel families this CPU can run, best first (always ends with "scalar")."""
     return [fpw_families[i].name.decode() for i in range(FPW_NUM_FAMILIES)
-            if fpw_families[i].supported(&_cpu)]
+            if _supported(i, _cpu_mask)]
 
 
 cdef int _family_index(str name) except -1:
@@ -180,24 +112,50 @@ cdef int _family_index(str name) except -1:
                      f"available on this CPU: {', '.join(available)}")
 
 
+cdef int _operation_index(operation) except -1:
+    if operation in OPERATIONS:
+        return OPERATIONS.index(operation)
+    raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}; got {operation!r}")
+
+
+cdef void _select_family(int index) noexcept:
+    global _selected_family
+    _selected_family = index
+    for op in range(FPW_NUM_OPS):
+        _op_family[op] = fpw_choose_family(op, index, _cpu_mask)
+
+
 def set_isa(str name):
-    """Make `name` the family used by later calls and layers; return the previous name."""
-    global _active_family
+    """Select family `name` for later calls and layers: every operation runs the best
+    kernel at or below it. Returns the previously selected family's name."""
     cdef int index = _family_index(name)
     previous = isa()
-    _active_family = index
+    _select_family(index)
     return previous
 
 
-def isa():
-    """Name of the kernel family in use."""
-    return fpw_families[_active_family].name.decode()
+def isa(operation=None):
+    """The selected kernel family; with an operation of OPERATIONS ("float32", "int8",
+    "quantize"), the family whose kernel that operation runs."""
+    if operation is None:
+        return fpw_families[_selected_family].name.decode()
+    return fpw_families[_op_family[_operation_index(operation)]].name.decode()
+
+
+def _kernel_choice(operation, str selected, features):
+    """Tests only: the family `operation` would run with family `selected` selected on
+    a CPU that has exactly `features` (names of cpu_features())."""
+    cdef unsigned mask = 0
+    for name in features:
+        mask |= 1u << _FEATURE_NAMES.index(name)
+    known = [fpw_families[i].name.decode() for i in range(FPW_NUM_FAMILIES)]
+    cdef int index = fpw_choose_family(_operation_index(operation), known.index(selected), mask)
+    return fpw_families[index].name.decode()
 
 
 def _init_family(requested):
-    """Pick the best supported family, or the one FASTPW_ISA names (called at import)."""
-    global _active_family
-    _active_family = _family_index(requested if requested else available_isas()[0])
+    """Select the best supported family, or the one FASTPW_ISA names (called at import)."""
+    _select_family(_family_index(requested if requested else available_isas()[0]))
 
 
 def openmp_enabled():
@@ -304,21 +262,23 @@ def max_threads():
 
 
 def fma_peak_gflops(str name, double seconds=0.2):
-    """Single-thread float32 FMA throughput of a family, in GFLOP/s.
+    """Single-thread float32 FMA throughput of the float32 kernel family `name` selects,
+    in GFLOP/s (NaN for a kernel without a probe).
 
-    Runs the family's register-only loop (independent FMA chains, no memory traffic)
+    Runs the kernel's register-only loop (independent FMA chains, no memory traffic)
     long enough to fill `seconds`, and divides the flops it did by the elapsed time.
     """
     import time
-    cdef int index = _family_index(name)
-    if fpw_families[index].fma_peak_loop == NULL:
+    cdef int index = fpw_choose_family(FPW_OP_F32_GEMM, _family_index(name), _cpu_mask)
+    cdef const fpw_f32_ukernel *kernel = fpw_families[index].f32
+    if kernel.fma_peak_loop == NULL:
         return float("nan")
     cdef long iterations = 1 << 16
     cdef double flops, elapsed
     while True:
         start = time.perf_counter()
         with nogil:
-            flops = fpw_families[index].fma_peak_loop(iterations)
+            flops = kernel.fma_peak_loop(iterations)
         elapsed = time.perf_counter() - start
         if elapsed >= seconds or iterations > (1 << 40):
             return flops / elapsed / 1e9
@@ -617,8 +577,9 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
                     qt.a = <const uint8_t *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
                     qt.b = <const uint8_t *>(b + ((j0 - b_first_column) // g.NR) * g.b_ts)
                     qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
-                    qt.bias = <const int32_t *>bias + at
-                    qt.scale = scale + at
+                    qt.bias = (<const int32_t *>NULL if bias == NULL
+                               else <const int32_t *>bias + at)
+                    qt.scale = <const float *>NULL if scale == NULL else scale + at
                     g.q8_kernel(&qt)
                 i0 += g.MR
             j0 += g.NR
@@ -740,52 +701,27 @@ cdef int _execute(Gemm *g, int requested) except -1:
 # ---------------------------------------------------------------------------------------
 # Weight packing
 
-cdef cnp.ndarray _aligned_empty(int64_t n):
-    """float32 array of n elements whose data starts on a 64-byte boundary."""
-    cdef cnp.ndarray raw = np.empty(n + 16, dtype=np.float32)
-    cdef int64_t offset = ((64 - (<uintptr_t>cnp.PyArray_DATA(raw)) % 64) % 64) // 4
-    return raw[offset:offset + n]
-
-
-cdef cnp.ndarray _pack_row_panels(const float[:, ::1] w, int64_t groups, int64_t MR):
-    """Weight rows in panels of MR: panel p holds rows p*MR.. as [channel][MR], zero-padded.
-
-    Per group: ceil(Kg/MR) panels of Cg*MR floats. This is the broadcast side (A) of
-    the NCHW direct orientation, read with a_rs = 1, a_cs = MR.
-    """
-    cdef int64_t K = w.shape[0], Cg = w.shape[1], Kg = K // groups
-    cdef int64_t panels = (Kg + MR - 1) // MR
-    cdef cnp.ndarray out = _aligned_empty(groups * panels * Cg * MR)
-    cdef float *dst = <float *>cnp.PyArray_DATA(out)
-    cdef int64_t g, k, c, row
-    with nogil:
-        memset(dst, 0, groups * panels * Cg * MR * sizeof(float))
-        for g in range(groups):
-            for k in range(Kg):
-                row = g * Kg + k
-                for c in range(Cg):
-                    dst[((g * panels + k // MR) * Cg + c) * MR + k % MR] = w[row, c]
-    return out
-
-
-cdef cnp.ndarray _pack_column_panels(const float[:, ::1] w, int64_t groups, int64_t NR):
-    """Transposed weight in panels of NR output channels: [channel][NR], zero-padded.
-
-    Per group: ceil(Kg/NR) panels of Cg*NR floats. This is the vector side (B) of the
-    NHWC and NCHW-transposed orientations, read with b_rs = NR.
-    """
-    cdef int64_t K = w.shape[0], Cg = w.shape[1], Kg = K // groups
-    cdef int64_t panels = (Kg + NR - 1) // NR
-    cdef cnp.ndarray out = _aligned_empty(groups * panels * Cg * NR)
-    cdef float *dst = <float *>cnp.PyArray_DATA(out)
-    cdef int64_t g, k, c, row
-    with nogil:
-        memset(dst, 0, groups * panels * Cg * NR * sizeof(float))
-        for g in range(groups):
-            for k in range(Kg):
-                row = g * Kg + k
-                for c in range(Cg):
-                    dst[((g * panels + k // NR) * Cg + c) * NR + k % NR] = w[row, c]
+cdef cnp.ndarray _pack_panels(weight, int64_t groups, int64_t width, int64_t group_size,
+                              element_type):
+    """Weights (K, Cg) in the panels the kernels read: per group, ceil(Kg/width) panels
+    of [channel group][width][group_size] elements of `element_type`, zero-padded, the
+    data 64-byte aligned. Every format spends 4 bytes per (channel group, output
+    channel): float32 one channel (group_size 1), the int8 formats 4 int8 (DOT4) or 2
+    int16 (PAIR16) channels. With width = MR these are the broadcast side (A) of the
+    NCHW direct orientation, read with a_rs = 4 bytes and a_cs = 4 * MR; with width = NR
+    the vector side (B) of the others, read with b_rs = 4 * NR."""
+    cdef int64_t K = weight.shape[0], Cg = weight.shape[1], Kg = K // groups
+    cdef int64_t panels = (Kg + width - 1) // width
+    cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
+    padded = np.zeros((groups, panels * width, channel_groups * group_size), element_type)
+    padded[:, :Kg, :Cg] = np.asarray(weight).reshape(groups, Kg, Cg)
+    packed = padded.reshape(groups, panels, width, channel_groups, group_size)
+    cdef int64_t n = padded.size
+    raw = np.empty(n * padded.itemsize + 64, np.uint8)
+    cdef int64_t offset = (64 - (<uintptr_t>cnp.PyArray_DATA(raw)) % 64) % 64
+    cdef cnp.ndarray out = raw[offset:offset + n * padded.itemsize].view(element_type)
+    out.reshape(packed.shape[0], packed.shape[1], packed.shape[3], packed.shape[2],
+                packed.shape[4])[...] = packed.transpose(0, 1, 3, 2, 4)
     return out
 
 
@@ -935,6 +871,48 @@ cdef inline int _threads_from(num_threads) noexcept:
     return 0
 
 
+# Orientations: how a layer maps onto the GEMM (see the module docstring).
+
+cdef enum Orientation:
+    CHANNEL_ROWS        # NCHW direct: rows = output channels (A = MR weight panels)
+    PIXEL_ROWS          # NHWC: rows = pixels, columns = output channels (B = NR panels)
+    PIXEL_ROWS_STORED_TRANSPOSED  # NCHW transposed: as PIXEL_ROWS, C stored transposed
+
+
+cdef void _orient(Gemm *g, Orientation orientation, const Call *call, int64_t Kg,
+                  int64_t panel_groups, const char *panels) noexcept:
+    """Set what both plans share for an orientation: M and N, the weight side (A for
+    CHANNEL_ROWS, B otherwise) read from `panels` (_pack_panels with width MR or NR,
+    panel_groups channel groups of 4 bytes per output channel), the side bias and scale
+    are indexed by, and C's strides. g.MR, g.NR and g.batches must be set; the plan
+    sets the activation side."""
+    cdef int64_t panel_bytes
+    if orientation == CHANNEL_ROWS:
+        g.M, g.N = Kg, call.pixels
+        panel_bytes = panel_groups * g.MR * 4
+        g.a = panels
+        g.a_rs, g.a_cs, g.a_ts, g.a_bs = 4, g.MR * 4, panel_bytes, 0
+        g.a_gs = ((Kg + g.MR - 1) // g.MR) * panel_bytes
+        g.bias_on_rows = 1
+        g.c_rs, g.c_cs, g.c_gs = call.y_cs, 1, Kg * call.y_cs
+        return
+    g.M, g.N = call.pixels, Kg
+    panel_bytes = panel_groups * g.NR * 4
+    g.b = panels
+    g.b_rs, g.b_ts, g.b_bs = g.NR * 4, panel_bytes, 0
+    g.b_gs = ((Kg + g.NR - 1) // g.NR) * panel_bytes
+    g.b_padded = 1
+    g.bias_on_rows = 0
+    if orientation == PIXEL_ROWS:
+        g.c_rs, g.c_cs, g.c_gs = call.y_ps, 1, Kg
+    else:
+        g.c_rs, g.c_cs, g.c_gs = 1, call.y_cs, Kg * call.y_cs
+
+
+cdef inline const char *_data(object array) noexcept:
+    return <const char *>cnp.PyArray_DATA(<cnp.ndarray>array)
+
+
 cdef class F32Plan:
     """A float32 1x1 convolution bound to one kernel family, with its weights packed.
 
@@ -949,7 +927,7 @@ cdef class F32Plan:
     cdef readonly str isa
     cdef bint clamp
     cdef float lo, hi
-    cdef int family
+    cdef const fpw_f32_ukernel *kernel
     cdef object row_panels            # NCHW direct: weight rows, MR panels
     cdef object column_panels         # NHWC and NCHW transposed: weight columns, NR panels
 
@@ -960,19 +938,19 @@ cdef class F32Plan:
         self.out_channels = weight.shape[0]
         self.in_channels = weight.shape[1] * groups
         self.nhwc = nhwc
-        self.family = _active_family
-        self.isa = isa()
+        self.kernel = fpw_families[_op_family[FPW_OP_F32_GEMM]].f32
+        self.isa = isa("float32")
         self.clamp = clamp is not None
         self.lo, self.hi = clamp if clamp is not None else (0.0, 0.0)
         if prepack or nhwc:
-            self.column_panels = _pack_column_panels(weight, groups, fpw_families[self.family].nr)
+            self.column_panels = _pack_panels(weight, groups, self.kernel.nr, 1, np.float32)
         if prepack and not nhwc:
-            self.row_panels = _pack_row_panels(weight, groups, fpw_families[self.family].mr)
+            self.row_panels = _pack_panels(weight, groups, self.kernel.mr, 1, np.float32)
 
     cdef bint _transposed_pays(self, int64_t pixels) noexcept:
         """NCHW: read the output transposed when pixels fill vectors far worse than
         output channels do (e.g. 49 pixels in 64 lanes vs 2048 channels)."""
-        cdef int64_t width = fpw_families[self.family].lanes
+        cdef int64_t width = self.kernel.lanes
         # Scatter stores cost the transposed orientation a few percent.
         return (0.95 * _lane_use(self.out_channels // self.groups, width)
                 > _lane_use(pixels, width) + 0.05)
@@ -997,22 +975,21 @@ cdef class F32Plan:
             return None
         cdef int64_t batches = call.batches, pixels = call.pixels
         cdef int64_t x_bs = call.x_bs, x_cs = call.x_cs, x_ps = call.x_ps
-        cdef int64_t y_bs = call.y_bs, y_cs = call.y_cs, y_ps = call.y_ps
+        cdef int64_t y_bs = call.y_bs
         cdef int threads = call.threads
 
         cdef Gemm g
         g.pack = NULL
         g.restride_a = False
-        cdef const fpw_family *fam = &fpw_families[self.family]
+        cdef const fpw_f32_ukernel *fam = self.kernel
         cdef int64_t Kg = self.out_channels // self.groups
         cdef int64_t Cg = self.in_channels // self.groups
-        cdef object keep_alive  # the panels the kernel reads, held while the GIL is released
         g.K = Cg
         g.batches = batches
         g.groups = self.groups
         g.MR = fam.mr
         g.NR = fam.nr
-        g.f32_kernel = fam.f32_gemm
+        g.f32_kernel = fam.gemm
         g.q8_kernel = NULL
         g.kc_block = 0
         g.scale = NULL
@@ -1026,68 +1003,39 @@ cdef class F32Plan:
         g.bias_gs = Kg
         g.c = <char *>cnp.PyArray_DATA(<cnp.ndarray>ya)
         g.c_bs = y_bs
-        cdef bint transposed = not self.nhwc and self._transposed_pays(pixels)
-        if transposed and self.column_panels is None:
-            self.column_panels = _pack_column_panels(self.weight, self.groups, fam.nr)
-
-        if self.nhwc or transposed:
-            # Rows are pixels, columns are output channels read from the column panels.
-            keep_alive = self.column_panels
-            g.M = pixels
-            g.N = Kg
-            g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
-            g.b_rs = fam.nr
-            g.b_ts = Cg * fam.nr
-            g.b_bs = 0
-            g.b_gs = ((Kg + fam.nr - 1) // fam.nr) * Cg * fam.nr
-            g.b_padded = 1
-            g.bias_on_rows = 0
-            g.a = <const char *>cnp.PyArray_DATA(xa)
-            g.a_bs = x_bs
-            if self.nhwc:
-                g.a_rs, g.a_cs = x_ps, 1
-                g.restride_a = (x_ps * 4) % 4096 == 0
-                g.a_gs = Cg
-                g.c_rs, g.c_cs = y_ps, 1
-                g.c_gs = Kg
-            else:
-                g.a_rs, g.a_cs = 1, x_cs
-                g.a_gs = Cg * x_cs
-                g.c_rs, g.c_cs = 1, y_cs
-                g.c_gs = Kg * y_cs
-            g.a_ts = fam.mr * g.a_rs
-        else:
-            # Rows are output channels (weights), columns are pixels read straight from x.
-            g.M = Kg
-            g.N = pixels
-            g.b = <const char *>cnp.PyArray_DATA(xa)
-            g.b_rs = x_cs
-            g.b_ts = fam.nr
-            g.b_bs = x_bs
-            g.b_gs = Cg * x_cs
+        cdef Orientation orientation = PIXEL_ROWS
+        if not self.nhwc:
+            orientation = (PIXEL_ROWS_STORED_TRANSPOSED if self._transposed_pays(pixels)
+                           else CHANNEL_ROWS)
+        if orientation != CHANNEL_ROWS and self.column_panels is None:
+            self.column_panels = _pack_panels(self.weight, self.groups, fam.nr, 1, np.float32)
+        # The panels the kernel reads, held while the GIL is released: without prepacked
+        # row panels, NCHW direct reads the weight rows in place.
+        cdef object keep_alive = (self.row_panels if orientation == CHANNEL_ROWS
+                                  else self.column_panels)
+        if keep_alive is None:
+            keep_alive = self.weight
+        _orient(&g, orientation, &call, Kg, Cg, _data(keep_alive))
+        # The activations, read in place (element strides times 4 bytes).
+        if orientation == CHANNEL_ROWS:
+            # Columns are pixels read straight from x.
+            g.b = _data(xa)
+            g.b_rs, g.b_ts, g.b_bs, g.b_gs = 4 * x_cs, 4 * fam.nr, 4 * x_bs, 4 * Cg * x_cs
             g.b_padded = 0
-            g.bias_on_rows = 1
-            g.c_rs, g.c_cs = y_cs, 1
-            g.c_gs = Kg * y_cs
-            g.a_bs = 0
-            if self.row_panels is not None:
-                keep_alive = self.row_panels
-                g.a = <const char *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
-                g.a_rs, g.a_cs = 1, fam.mr
-                g.a_ts = Cg * fam.mr
-                g.a_gs = ((Kg + fam.mr - 1) // fam.mr) * Cg * fam.mr
+            if keep_alive is self.weight:
+                g.a_rs, g.a_cs, g.a_ts, g.a_gs = 4 * Cg, 4, 4 * fam.mr * Cg, 4 * Kg * Cg
+        else:
+            # Rows are pixels: NHWC pixel rows, or NCHW read down each channel.
+            g.a = _data(xa)
+            g.a_bs = 4 * x_bs
+            if self.nhwc:
+                g.a_rs, g.a_cs, g.a_gs = 4 * x_ps, 4, 4 * Cg
+                g.restride_a = (x_ps * 4) % 4096 == 0
             else:
-                keep_alive = self.weight
-                g.a = <const char *>cnp.PyArray_DATA(<cnp.ndarray>keep_alive)
-                g.a_rs, g.a_cs = Cg, 1
-                g.a_ts = fam.mr * Cg
-                g.a_gs = Kg * Cg
+                g.a_rs, g.a_cs, g.a_gs = 4, 4 * x_cs, 4 * Cg * x_cs
+            g.a_ts = fam.mr * g.a_rs
         if g.c_cs == 1 and Cg > KC_BLOCK:  # transposed stores cannot reload partial sums
             g.kc_block = KC_BLOCK
-        # The strides of A and B above count floats; the tile loop takes bytes.
-        g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = (
-            4 * g.a_rs, 4 * g.a_cs, 4 * g.a_ts, 4 * g.a_bs, 4 * g.a_gs)
-        g.b_rs, g.b_ts, g.b_bs, g.b_gs = 4 * g.b_rs, 4 * g.b_ts, 4 * g.b_bs, 4 * g.b_gs
         g.row_bytes = 4 * Cg
         _execute(&g, threads)
         return ya
@@ -1105,43 +1053,12 @@ _OUT_NUMPY_TYPES = {FPW_Q8_OUT_U8: cnp.NPY_UINT8, FPW_Q8_OUT_S8: cnp.NPY_INT8,
                     FPW_Q8_OUT_S32: cnp.NPY_INT32, FPW_Q8_OUT_F32: cnp.NPY_FLOAT32}
 
 
-cdef cnp.ndarray _pack_q8_panels(const int8_t[:, ::1] w, int64_t groups, int64_t width,
-                                 int group_size):
-    """int8 weights in panels of `width` output channels, in the family's int8 format:
-    per group, ceil(Kg/width) panels of [channel group][width][group_size] elements
-    (int8 for DOT4, int16 for PAIR16), zero-padded. With width = MR these are the
-    broadcast side of the NCHW direct orientation; with width = NR the vector side of
-    the others."""
-    cdef int64_t K = w.shape[0], Cg = w.shape[1], Kg = K // groups
-    cdef int64_t panels = (Kg + width - 1) // width
-    cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
-    cdef int64_t elements = groups * panels * channel_groups * width * group_size
-    cdef int64_t element_bytes = 1 if group_size == 4 else 2
-    cdef cnp.ndarray raw = np.zeros(elements * element_bytes + 64, dtype=np.uint8)
-    cdef int64_t offset = (64 - (<uintptr_t>cnp.PyArray_DATA(raw)) % 64) % 64
-    cdef cnp.ndarray out = raw[offset:offset + elements * element_bytes]
-    cdef int8_t *dst8 = <int8_t *>cnp.PyArray_DATA(out)
-    cdef int16_t *dst16 = <int16_t *>cnp.PyArray_DATA(out)
-    cdef int64_t g, k, c, index
-    with nogil:
-        for g in range(groups):
-            for k in range(Kg):
-                for c in range(Cg):
-                    index = ((((g * panels + k // width) * channel_groups + c // group_size)
-                              * width + k % width) * group_size + c % group_size)
-                    if group_size == 4:
-                        dst8[index] = w[g * Kg + k, c]
-                    else:
-                        dst16[index] = w[g * Kg + k, c]
-    return out
-
-
-cdef int _dot4_shift(const fpw_family *fam, bint x_signed) noexcept:
+cdef int _dot4_shift(const fpw_q8_ukernel *kernel, bint x_signed) noexcept:
     """What the kernel reads for an activation byte x, as x + shift. DOT4 kernels take
     their activations as one signedness (vpdpbusd: uint8, sdot: int8); activations of
     the other one are flipped (XOR 0x80): int8 to uint8 + 128, or uint8 to int8 - 128.
     PAIR16 kernels sign- or zero-extend and read x itself."""
-    if fam.q8_format != FPW_Q8_DOT4 or x_signed == fam.q8_signed_activations:
+    if kernel.format != FPW_Q8_DOT4 or x_signed == kernel.signed_activations:
         return 0
     return 128 if x_signed else -128
 
@@ -1159,10 +1076,12 @@ cdef class Q8Plan:
     cdef readonly int64_t in_channels, out_channels, groups
     cdef readonly bint nhwc
     cdef readonly str isa
-    cdef int family
+    cdef const fpw_q8_ukernel *kernel
     cdef int x_zero_point
     cdef dict epilogues
-    cdef dict folded_bias             # {x is int8: int32 (K,)}: bias - (zp + shift) * sum(w)
+    # {x is int8: int32 (K,)}: bias - (zp + shift) * sum(w), None where all zero (the
+    # kernels then read no bias: the NULL of the contract in fastpw.h)
+    cdef dict folded_bias
     cdef object row_panels            # NCHW direct: MR panels
     cdef object column_panels         # NHWC and NCHW transposed: NR panels
 
@@ -1173,15 +1092,15 @@ cdef class Q8Plan:
         self.out_channels = weight.shape[0]
         self.in_channels = weight.shape[1] * groups
         self.nhwc = nhwc
-        self.family = _active_family
-        self.isa = isa()
+        self.kernel = fpw_families[_op_family[FPW_OP_Q8_GEMM]].q8
+        self.isa = isa("int8")
         self.x_zero_point = x_zero_point
         self.epilogues = epilogues
-        cdef const fpw_family *fam = &fpw_families[self.family]
-        cdef int group_size = 4 if fam.q8_format == FPW_Q8_DOT4 else 2
-        self.column_panels = _pack_q8_panels(weight, groups, fam.q8_nr, group_size)
+        cdef const fpw_q8_ukernel *fam = self.kernel
+        group_size, element_type = (4, np.int8) if fam.format == FPW_Q8_DOT4 else (2, np.int16)
+        self.column_panels = _pack_panels(weight, groups, fam.nr, group_size, element_type)
         if not nhwc:
-            self.row_panels = _pack_q8_panels(weight, groups, fam.q8_mr, group_size)
+            self.row_panels = _pack_panels(weight, groups, fam.mr, group_size, element_type)
         # acc = sum (x - zp) w + bias = sum x' w + bias - (zp + shift) sum w, where x' =
         # x + shift is what the kernel reads (see _dot4_shift).
         weight_sums = np.asarray(weight, dtype=np.int64).sum(axis=1)
@@ -1192,12 +1111,12 @@ cdef class Q8Plan:
             folded = base - (x_zero_point + shift) * weight_sums
             # Wrap to int32 as the kernels' two's complement accumulators do.
             folded = (folded + 2**31) % 2**32 - 2**31
-            self.folded_bias[x_signed] = folded.astype(np.int32)
+            self.folded_bias[x_signed] = folded.astype(np.int32) if folded.any() else None
 
     cdef bint _transposed_pays(self, int64_t pixels) noexcept:
         """As F32Plan: NCHW output read transposed when pixels waste vector lanes."""
-        cdef int64_t width = fpw_families[self.family].q8_nr // 2
-        if fpw_families[self.family].q8_gemm == fpw_families[FPW_NUM_FAMILIES - 1].q8_gemm:
+        cdef int64_t width = self.kernel.lanes
+        if width == 1:
             return False  # the scalar kernel has no lanes to waste
         return (0.95 * _lane_use(self.out_channels // self.groups, width)
                 > _lane_use(pixels, width) + 0.05)
@@ -1230,27 +1149,31 @@ cdef class Q8Plan:
             return None
         cdef int64_t batches = call.batches, pixels = call.pixels
         cdef int64_t x_bs = call.x_bs, x_cs = call.x_cs, x_ps = call.x_ps
-        cdef int64_t y_bs = call.y_bs, y_cs = call.y_cs, y_ps = call.y_ps
+        cdef int64_t y_bs = call.y_bs
         cdef int threads = call.threads
 
-        cdef const fpw_family *fam = &fpw_families[self.family]
-        cdef int fmt = fam.q8_format
+        cdef const fpw_q8_ukernel *fam = self.kernel
+        cdef int fmt = fam.format
         cdef int64_t group_size = 4 if fmt == FPW_Q8_DOT4 else 2
         cdef int64_t G = self.groups
         cdef int64_t Kg = self.out_channels // G
         cdef int64_t Cg = self.in_channels // G
         cdef int64_t Cgg = (Cg + group_size - 1) // group_size
-        cdef int64_t MR = fam.q8_mr, NR = fam.q8_nr
-        cdef bint transposed = not self.nhwc and self._transposed_pays(pixels)
+        cdef int64_t MR = fam.mr, NR = fam.nr
+        cdef Orientation orientation = PIXEL_ROWS
+        if not self.nhwc:
+            orientation = (PIXEL_ROWS_STORED_TRANSPOSED if self._transposed_pays(pixels)
+                           else CHANNEL_ROWS)
         scale, lo, hi, zero_point, clamp = epilogue
         bias = self.folded_bias[x_signed]
-        cdef object column_panels = self.column_panels
-        cdef object row_panels = self.row_panels
+        # The panels the kernel reads, held while the GIL is released.
+        cdef object panels = (self.row_panels if orientation == CHANNEL_ROWS
+                              else self.column_panels)
 
         cdef Gemm g
         g.restride_a = False
         g.f32_kernel = NULL
-        g.q8_kernel = fam.q8_gemm
+        g.q8_kernel = fam.gemm
         g.kc_block = 0
         g.MR, g.NR = MR, NR
         g.batches, g.groups = batches, G
@@ -1258,11 +1181,12 @@ cdef class Q8Plan:
         g.c_elem = cnp.PyArray_ITEMSIZE(<cnp.ndarray>ya)
         g.c = <char *>cnp.PyArray_DATA(<cnp.ndarray>ya)
         g.c_bs = y_bs
-        g.bias = <const char *>cnp.PyArray_DATA(<cnp.ndarray>bias)
-        g.scale = (<const float *>NULL if scale is None  # typed NULL: see _run_block
+        # No bias where it is all zero, no scale for int32 output (typed NULLs: see
+        # _run_block).
+        g.bias = (<const char *>NULL if bias is None
+                  else <const char *>cnp.PyArray_DATA(<cnp.ndarray>bias))
+        g.scale = (<const float *>NULL if scale is None
                    else <const float *>cnp.PyArray_DATA(<cnp.ndarray>scale))
-        if g.scale == NULL:  # int32 output reads no scale; give the kernel a valid one
-            g.scale = <const float *>cnp.PyArray_DATA(<cnp.ndarray>bias)
         g.bias_gs = Kg
         g.lo, g.hi, g.zero_point, g.clamp = lo, hi, zero_point, clamp
         g.a_tail = 0
@@ -1277,56 +1201,32 @@ cdef class Q8Plan:
         pack.x_signed, pack.nhwc, pack.fmt, pack.Cg = x_signed, self.nhwc, fmt, Cg
         pack.flip = _dot4_shift(fam, x_signed) != 0
         g.pack = NULL if in_place else &pack
-        g.pack_on_columns = not self.nhwc and not transposed
+        g.pack_on_columns = orientation == CHANNEL_ROWS
 
-        if self.nhwc:
-            # Rows are pixels, columns output channels read from the column panels.
-            g.M, g.N = pixels, Kg
-            g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>column_panels)
-            g.b_rs, g.b_ts, g.b_bs = NR * 4, Cgg * NR * 4, 0
-            g.b_gs = ((Kg + NR - 1) // NR) * Cgg * NR * 4
-            g.b_padded = 1
-            g.bias_on_rows = 0
-            g.c_rs, g.c_cs, g.c_gs = y_ps, 1, Kg
+        _orient(&g, orientation, &call, Kg, Cgg, _data(panels))
+        g.K = Cgg
+        if orientation == CHANNEL_ROWS:
+            # Columns are the pixels, packed per block (b and b_rs are set there).
+            g.a_is_data = 0
+            g.b = NULL
+            g.b_rs, g.b_ts, g.b_bs, g.b_gs = 0, NR * 4, 0, 0
+            g.b_padded = 0
+        elif in_place:
+            # NHWC pixel rows read as they are, a partial last group after K full ones.
             g.a_is_data = 1
-            g.a_cs = 4
-            if in_place:
-                g.a = <const char *>x_data
-                g.a_rs, g.a_bs, g.a_gs = x_ps, x_bs, Cg
-                g.K = Cg // 4
-                g.a_tail = Cg % 4
-                g.a_flip_sign = _dot4_shift(fam, x_signed) != 0
-            else:
-                g.a = NULL
-                g.a_rs, g.a_bs, g.a_gs = Cgg * 4, 0, 0
-                g.K = Cgg
-            g.a_ts = MR * g.a_rs
+            g.a = <const char *>x_data
+            g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = x_ps, 4, MR * x_ps, x_bs, Cg
+            g.K = Cg // 4
+            g.a_tail = Cg % 4
+            g.a_flip_sign = _dot4_shift(fam, x_signed) != 0
         else:
-            g.K = Cgg
-            if transposed:
-                # Rows are pixels read down the packed channel groups, output transposed.
-                g.M, g.N = pixels, Kg
-                g.a = NULL
-                g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = 4, 0, MR * 4, 0, 0
-                g.a_is_data = 1
-                g.b = <const char *>cnp.PyArray_DATA(<cnp.ndarray>column_panels)
-                g.b_rs, g.b_ts, g.b_bs = NR * 4, Cgg * NR * 4, 0
-                g.b_gs = ((Kg + NR - 1) // NR) * Cgg * NR * 4
-                g.b_padded = 1
-                g.bias_on_rows = 0
-                g.c_rs, g.c_cs, g.c_gs = 1, y_cs, Kg * y_cs
-            else:
-                # Rows are output channels (weight panels), columns the packed pixels.
-                g.M, g.N = Kg, pixels
-                g.a = <const char *>cnp.PyArray_DATA(<cnp.ndarray>row_panels)
-                g.a_rs, g.a_cs, g.a_ts, g.a_bs = 4, MR * 4, Cgg * MR * 4, 0
-                g.a_gs = ((Kg + MR - 1) // MR) * Cgg * MR * 4
-                g.a_is_data = 0
-                g.b = NULL
-                g.b_rs, g.b_ts, g.b_bs, g.b_gs = 0, NR * 4, 0, 0
-                g.b_padded = 0
-                g.bias_on_rows = 1
-                g.c_rs, g.c_cs, g.c_gs = y_cs, 1, Kg * y_cs
+            # Rows are pixels packed per block: NHWC rows of Cgg groups, or NCHW pixels
+            # read down the packed channel groups (a_cs is set per block).
+            g.a_is_data = 1
+            g.a = NULL
+            g.a_rs = Cgg * 4 if self.nhwc else 4
+            g.a_cs = 4 if self.nhwc else 0
+            g.a_ts, g.a_bs, g.a_gs = MR * g.a_rs, 0, 0
         _execute(&g, threads)
         return ya
 
@@ -1353,7 +1253,7 @@ cdef struct QuantJob:
     int64_t outer, axis_len, inner
     int64_t chunks_per_row, rows_per_item
     bint per_element, is_signed, quantizing
-    int family
+    const fpw_quant_ukernel *kernel
 
 
 cdef void _quant_item(const QuantJob *j, int64_t item) noexcept nogil:
@@ -1384,9 +1284,9 @@ cdef void _quant_item(const QuantJob *j, int64_t item) noexcept nogil:
 cdef inline void _quant_span(const QuantJob *j, int64_t start,
                              const fpw_quant_run *run) noexcept nogil:
     if j.quantizing:
-        fpw_families[j.family].quantize(<const float *>j.src + start, j.dst + start, run)
+        j.kernel.quantize(<const float *>j.src + start, j.dst + start, run)
     else:
-        fpw_families[j.family].dequantize(j.src + start, <float *>j.dst + start, run)
+        j.kernel.dequantize(j.src + start, <float *>j.dst + start, run)
 
 
 def quantize_elementwise(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray scale,
@@ -1411,7 +1311,7 @@ def quantize_elementwise(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray scale,
     j.per_element = inner == 1 and j.axis_len > 1
     j.is_signed = cnp.PyArray_TYPE(quantized) == cnp.NPY_INT8
     j.quantizing = quantizing
-    j.family = _active_family
+    j.kernel = fpw_families[_op_family[FPW_OP_QUANT]].quant
     cdef int64_t items
     if j.per_element:
         j.rows_per_item = max(1, QUANT_CHUNK // j.axis_len)

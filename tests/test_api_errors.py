@@ -23,7 +23,6 @@ import fastpw
 
 # A valid problem: x (2, 13, 5, 6) NCHW, weight (12, 13), bias (12,).
 N, C, H, W, K = 2, 13, 5, 6, 12
-KNOWN_F32_FAMILIES = ("avx512vnni", "avx512", "avx2", "scalar")  # best first
 
 
 def valid(layout="NCHW"):
@@ -271,15 +270,134 @@ def test_bad_layer_call_raises(changes, exc, pattern):
 # --------------------------------------------------------------------- ISA and version
 
 
-def test_available_isas():
+def test_available_isas_are_the_supported_rows_of_the_table():
+    table = fastpw.kernel_table()
     names = fastpw.available_isas()
-    assert isinstance(names, list) and names, names
-    assert all(isinstance(name, str) for name in names), names
-    assert len(set(names)) == len(names), names
-    assert names[-1] == "scalar", names
-    known = [name for name in KNOWN_F32_FAMILIES if name in names]
-    assert [name for name in names if name in KNOWN_F32_FAMILIES] == known, "not best first"
+    assert names == [row["family"] for row in table if row["supported"]]
+    assert names[-1] == table[-1]["family"], "the reference family is last and always runs"
     assert fastpw.isa() in names
+
+
+def test_kernel_table_rows():
+    table = fastpw.kernel_table()
+    features = fastpw.cpu_features()
+    names = [row["family"] for row in table]
+    assert len(set(names)) == len(names), names
+    for row in table:
+        assert set(row) == {"family", "requires", "supported", *fastpw.OPERATIONS}, row
+        assert set(row["requires"]) <= set(features), row
+        assert row["supported"] == all(features[name] for name in row["requires"]), row
+        assert any(row[operation] for operation in fastpw.OPERATIONS), f"{row} brings nothing"
+        for operation in fastpw.OPERATIONS:
+            kernel = row[operation]
+            if kernel is None:
+                continue
+            assert kernel["lanes"] >= 1, kernel
+            if operation != "quantize":
+                assert kernel["mr"] >= 1 and kernel["nr"] >= kernel["lanes"], kernel
+    last = table[-1]
+    assert last["requires"] == [] and all(last[operation] for operation in fastpw.OPERATIONS), last
+
+
+def test_kernel_table_is_best_first():
+    """Best first: each family requires everything the families below it require, so
+    the first one the CPU supports is the most capable, and a capped operation only
+    ever steps down to families the CPU also supports."""
+    table = fastpw.kernel_table()
+    for better, worse in zip(table, table[1:], strict=False):
+        assert set(worse["requires"]) <= set(better["requires"]), (better, worse)
+
+
+def expected_choice(table, operation, selected, supported):
+    """The family whose kernel `operation` runs: the first at or below `selected` that
+    is supported and has a kernel of its own for it (dispatch.h, restated)."""
+    start = [row["family"] for row in table].index(selected)
+    return next(
+        row["family"] for row in table[start:] if supported(row) and row[operation] is not None
+    )
+
+
+def test_each_operation_chooses_its_kernel_on_its_own():
+    table = fastpw.kernel_table()
+    start = fastpw.isa()
+    try:
+        for selected in fastpw.available_isas():
+            fastpw._set_isa(selected)
+            assert fastpw.isa() == selected
+            for operation in fastpw.OPERATIONS:
+                expected = expected_choice(table, operation, selected, lambda row: row["supported"])
+                assert fastpw.isa(operation) == expected, (selected, operation)
+    finally:
+        fastpw._set_isa(start)
+
+
+def test_kernel_choice_on_every_cpu_the_table_knows():
+    """For each family's requirements taken as a CPU's whole feature set, and each family
+    selected on it, every operation's choice: also the families this CPU lacks."""
+    table = fastpw.kernel_table()
+    for cpu in table:
+
+        def has(row, cpu=cpu):
+            return set(row["requires"]) <= set(cpu["requires"])
+
+        for selected in table:
+            for operation in fastpw.OPERATIONS:
+                got = fastpw._kernels._kernel_choice(operation, selected["family"], cpu["requires"])
+                assert got == expected_choice(table, operation, selected["family"], has), (
+                    cpu["family"],
+                    selected["family"],
+                    operation,
+                )
+
+
+def test_isa_of_an_unknown_operation_raises():
+    with pytest.raises(ValueError, match="operation must be one of float32, int8, quantize"):
+        fastpw.isa("float16")
+
+
+def qlayer(args):
+    return fastpw.QConv1x1(
+        args["weight"],
+        args["bias"],
+        x_quant=args["x_quant"],
+        w_quant=args["w_quant"],
+        y_quant=args["y_quant"],
+    )
+
+
+def test_a_family_with_only_an_int8_kernel():
+    """A family may bring one operation's kernel alone (on x86-64 the AVX512-VNNI one,
+    on AArch64 the dot-product one): selected, int8 layers run its kernel while float32
+    layers and quantize run the best ones below it. Every CPU checks the choice; a CPU
+    that has such a family also runs it, against the reference kernels."""
+    table = fastpw.kernel_table()
+    families = [row["family"] for row in table]
+    int8_only = [row for row in table if row["int8"] is not None and row["float32"] is None]
+    assert int8_only, "each architecture's table has an int8-only family"
+    for row in int8_only:
+        choice = {
+            operation: fastpw._kernels._kernel_choice(operation, row["family"], row["requires"])
+            for operation in fastpw.OPERATIONS
+        }
+        assert choice["int8"] == row["family"], choice
+        for operation in ("float32", "quantize"):
+            assert families.index(choice[operation]) > families.index(row["family"]), choice
+    f_args, q_args = valid(), qvalid()
+    reference_family = table[-1]["family"]
+    for row in (row for row in int8_only if row["supported"]):
+        layers = {}
+        for family in (row["family"], reference_family):
+            previous = fastpw._set_isa(family)
+            try:
+                layers[family] = (fastpw.Conv1x1(f_args["weight"], f_args["bias"]), qlayer(q_args))
+                below = fastpw.isa("float32")
+            finally:
+                fastpw._set_isa(previous)
+        f_layer, q_layer = layers[row["family"]]
+        assert q_layer.isa == row["family"] and f_layer.isa == below != row["family"]
+        y = f_layer(f_args["x"])
+        assert_matches_reference(y, f_args["x"], f_args["weight"], f_args["bias"], "NCHW")
+        assert np.array_equal(q_layer(q_args["x"]), layers[reference_family][1](q_args["x"]))
 
 
 def test_cpu_features():
@@ -287,13 +405,6 @@ def test_cpu_features():
     assert isinstance(features, dict) and features
     assert all(isinstance(key, str) for key in features), features
     assert all(isinstance(value, bool) for value in features.values()), features
-    names = fastpw.available_isas()
-    if "avx2" in names:
-        assert features.get("avx2") and features.get("fma"), features
-    if "avx512" in names:
-        assert features.get("avx512f"), features
-    if features.get("avx2") and features.get("fma"):
-        assert "avx2" in names, (features, names)
 
 
 @pytest.mark.skipif(
@@ -334,24 +445,17 @@ def test_set_isa_unknown_name_raises(name):
     assert fastpw.isa() == before
 
 
-# Another architecture's families are never runnable here; this architecture's only on
-# CPUs that have them. The list is never empty, so the test always runs.
-OTHER_ARCHITECTURE_FAMILIES = (
-    ("neon", "neondot") if platform.machine() in ("x86_64", "AMD64") else ("avx2", "avx512")
-)
-FAMILIES_THIS_CPU_LACKS = list(OTHER_ARCHITECTURE_FAMILIES) + [
-    name for name in KNOWN_F32_FAMILIES if name not in fastpw.available_isas()
-]
-
-
-@pytest.mark.parametrize("name", FAMILIES_THIS_CPU_LACKS)
-def test_set_isa_family_this_cpu_lacks_raises(name):
+def test_set_isa_refuses_the_families_this_cpu_lacks():
     before = fastpw.isa()
-    with pytest.raises(ValueError) as info:
-        fastpw._set_isa(name)
-    for available in fastpw.available_isas():
-        assert available in str(info.value)
-    assert fastpw.isa() == before
+    lacking = [row["family"] for row in fastpw.kernel_table() if not row["supported"]]
+    for name in lacking:
+        with pytest.raises(ValueError, match="this CPU lacks it") as info:
+            fastpw._set_isa(name)
+        for available in fastpw.available_isas():
+            assert available in str(info.value)
+        assert fastpw.isa() == before
+    # On a CPU that lacks none, every family of the table is available.
+    assert len(lacking) + len(fastpw.available_isas()) == len(fastpw.kernel_table())
 
 
 def run_python(code, tmp_path, fastpw_isa=None):

@@ -92,9 +92,9 @@ def test_fork_before_threads_keeps_threads():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds libgomp in /proc")
 @pytest.mark.skipif(not fastpw.openmp_enabled(), reason="a serial build has no libgomp")
-@pytest.mark.parametrize("isa", fastpw.available_isas())
-def test_inside_openmp_team(isa):
-    output = run_scenario(f"inside_openmp_team({isa!r})")
+@pytest.mark.parametrize("family", fastpw.available_isas())
+def test_inside_openmp_team(family):
+    output = run_scenario(f"inside_openmp_team({family!r})")
     assert output.count("all equal") == 4
 
 

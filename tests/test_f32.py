@@ -1,9 +1,9 @@
 """float32 ``conv1x1`` and ``Conv1x1`` against the float64 reference, under every ISA.
 
 Every test that computes takes the ``isa`` fixture (conftest.py), so it runs once per
-kernel family this CPU can run. Shapes at MR-1, MR, MR+1 and NR-1, NR, NR+1 of every
-family's register tile land on the edge tiles; hypothesis mixes those sizes with
-arbitrary ones.
+kernel family this CPU can run that has a float32 kernel of its own. Shapes at MR, NR
+and lanes -1, +0 and +1 of every kernel's register tile (read from the compiled kernel
+table) land on the edge tiles; hypothesis mixes those sizes with arbitrary ones.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import kernels
 import numpy as np
 import pytest
 from hypothesis import given
@@ -21,10 +22,10 @@ from reference import assert_matches_reference, channel_axis, stride_pair, x_sha
 import fastpw
 
 LAYOUTS = ("NCHW", "NHWC")
-MR_SIZES = (4, 6, 7, 12, 14)
-NR_SIZES = (8, 16, 32, 64)
-#: Register-tile edges of every family: MR-1, MR, MR+1, NR-1, NR, NR+1, plus tiny sizes.
-EDGE_SIZES = sorted({1, 2, 3} | {t + d for t in MR_SIZES + NR_SIZES for d in (-1, 0, 1)})
+#: The ``isa`` fixture runs each test under every family with its own float32 kernel.
+KERNEL_OPERATION = "float32"
+#: Register-tile edges of every float32 kernel in the build (tests/kernels.py).
+EDGE_SIZES = kernels.edge_sizes(KERNEL_OPERATION)
 #: A few sizes that span several tiles and end on a partial one.
 MULTI_TILE_SIZES = (23, 25, 29, 43, 95, 97, 129)
 #: Written into ``out`` buffers before a call; float32-exact, never produced by the tests.
@@ -201,11 +202,13 @@ def test_matches_reference(isa, p):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_edge_tiles(isa, layout):
-    """Every pair (K, pixels) from the tile-edge sizes: K and H*W each land on MR+-1 and
-    NR+-1 (NCHW tiles K by MR and pixels by NR; NHWC the other way round)."""
+    """Every pair (K, pixels) from the edge sizes of this family's kernel: K and H*W each
+    land on MR+-1, NR+-1 and lanes+-1 (NCHW tiles K by MR and pixels by NR; NHWC the
+    other way round)."""
     rng = np.random.default_rng(1)
     cs = (1, 3, 8, 17, 64)
-    for i, (k, p) in enumerate(itertools.product(EDGE_SIZES, EDGE_SIZES)):
+    edges = sorted({1, 2, 3, *kernels.kernel_sizes(kernels.kernel(isa, KERNEL_OPERATION))})
+    for i, (k, p) in enumerate(itertools.product(edges, edges)):
         h, w = (1, p) if i % 2 else (p, 1)
         x, weight, bias = random_inputs(rng, layout, 1, cs[i % len(cs)], h, w, k)
         y = fastpw.conv1x1(x, weight, bias, layout=layout)

@@ -3,8 +3,9 @@
 The quantized path is exact by contract: an integer accumulator, then a fixed sequence of
 float32 operations (reference.py spells it out). So every comparison here is exact
 equality, never a tolerance. Every test that computes takes the ``isa`` fixture
-(conftest.py), so it runs once per kernel family this CPU can run; shapes at MR-1, MR,
-MR+1 and NR-1, NR, NR+1 of every family's register tile land on the edge tiles, and
+(conftest.py), so it runs once per kernel family this CPU can run that has an int8
+kernel of its own; shapes at MR, NR and lanes -1, +0 and +1 of every kernel (read from
+the compiled kernel table) land on the edge tiles, and
 channel counts that are not a multiple of 2 or 4 land on the partial reduction steps of
 the vpmaddwd (pairs) and vpdpbusd (quads) kernels.
 
@@ -21,6 +22,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import kernels
 import numpy as np
 import pytest
 from hypothesis import given
@@ -47,10 +49,10 @@ LAYOUTS = ("NCHW", "NHWC")
 X_DTYPES = (np.uint8, np.int8)
 #: Every output dtype the contract allows; None means "x's dtype".
 OUT_DTYPES = (None, np.uint8, np.int8, np.int32, np.float32)
-MR_SIZES = (4, 6, 12)
-NR_SIZES = (8, 16, 32)
-#: Register-tile edges of every family: MR-1, MR, MR+1, NR-1, NR, NR+1, plus tiny sizes.
-EDGE_SIZES = sorted({1, 2, 3} | {t + d for t in MR_SIZES + NR_SIZES for d in (-1, 0, 1)})
+#: The ``isa`` fixture runs each test under every family with its own int8 kernel.
+KERNEL_OPERATION = "int8"
+#: Register-tile edges of every int8 kernel in the build (tests/kernels.py).
+EDGE_SIZES = kernels.edge_sizes(KERNEL_OPERATION)
 #: Sizes that span several tiles and end on a partial one.
 MULTI_TILE_SIZES = (23, 25, 29, 43, 95, 97, 129)
 #: Channel counts around the 2- and 4-channel reduction steps and longer blockings.
@@ -480,13 +482,15 @@ def test_reference_by_hand():
 @pytest.mark.parametrize("x_dtype", X_DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_edge_tiles(isa, layout, x_dtype):
-    """Every pair (K, pixels) from the tile-edge sizes: K and H*W each land on MR+-1 and
-    NR+-1 (whichever way the layout tiles them), with channel counts that are not a
-    multiple of 2 or 4. The output dtype cycles through all four."""
+    """Every pair (K, pixels) from the edge sizes of this family's kernel: K and H*W each
+    land on MR+-1, NR+-1 and lanes+-1 (whichever way the layout tiles them), with
+    channel counts that are not a multiple of 2 or 4. The output dtype cycles through
+    all four."""
     rng = np.random.default_rng(1)
     cs = (1, 3, 5, 8, 17, 66)
     out_dtypes = (None, np.int8 if x_dtype is np.uint8 else np.uint8, np.int32, np.float32)
-    for i, (k, p) in enumerate(itertools.product(EDGE_SIZES, EDGE_SIZES)):
+    edges = sorted({1, 2, 3, *kernels.kernel_sizes(kernels.kernel(isa, KERNEL_OPERATION))})
+    for i, (k, p) in enumerate(itertools.product(edges, edges)):
         h, w = (1, p) if i % 2 else (p, 1)
         x, weight, bias, kwargs = simple_problem(
             rng, layout, 1, cs[i % len(cs)], h, w, k, x_dtype, per_channel=bool(i % 3)

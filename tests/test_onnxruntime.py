@@ -26,6 +26,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
+import kernels
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -48,8 +49,10 @@ import fastpw
 LAYOUTS = ("NCHW", "NHWC")
 X_DTYPES = (np.uint8, np.int8)
 ONNX_TYPES = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
-#: Register-tile edges (MR in {4, 6, 12}, NR in {8, 16, 32}, each -1/0/+1) and small sizes.
-EDGE_SIZES = sorted({1, 2, 3} | {t + d for t in (4, 6, 12, 8, 16, 32) for d in (-1, 0, 1)})
+#: The ``isa`` fixture runs each test under every family with its own int8 kernel.
+KERNEL_OPERATION = "int8"
+#: Register-tile edges of every int8 kernel in the build (tests/kernels.py).
+EDGE_SIZES = kernels.edge_sizes(KERNEL_OPERATION)
 
 
 def _cpu_flags():

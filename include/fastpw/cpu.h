@@ -13,7 +13,7 @@
 #include "fastpw.h"
 
 /* The features fastpw detects, in the order fastpw.cpu_features() lists them: the one
- * list. It makes the struct's fields, their names and the lookup by index below. */
+ * list. It makes the struct's fields, their names and their bits in a feature mask. */
 #define FPW_CPU_FEATURES(X)                                                                                  \
     X(sse42)                                                                                                 \
     X(avx)                                                                                                   \
@@ -37,17 +37,27 @@ typedef struct fpw_cpu_features {
 #undef FPW_FEATURE_FIELD
 } fpw_cpu_features;
 
+/* Each feature's position in the list, and its bit in a feature mask: kernel families
+ * state what they require as a mask (dispatch.h). */
+enum fpw_cpu_feature_index {
+#define FPW_FEATURE_INDEX(name) FPW_FEATURE_INDEX_##name,
+    FPW_CPU_FEATURES(FPW_FEATURE_INDEX)
+#undef FPW_FEATURE_INDEX
+        FPW_NUM_CPU_FEATURES
+};
+#define FPW_FEATURE(name) (1u << FPW_FEATURE_INDEX_##name)
+
 #define FPW_FEATURE_NAME(name) #name,
 static const char* const fpw_cpu_feature_names[] = {FPW_CPU_FEATURES(FPW_FEATURE_NAME)};
 #undef FPW_FEATURE_NAME
-#define FPW_FEATURE_OFFSET(name) offsetof(fpw_cpu_features, name),
-static const size_t fpw_cpu_feature_offsets[] = {FPW_CPU_FEATURES(FPW_FEATURE_OFFSET)};
-#undef FPW_FEATURE_OFFSET
-#define FPW_NUM_CPU_FEATURES ((int)(sizeof(fpw_cpu_feature_names) / sizeof(fpw_cpu_feature_names[0])))
 
-/* Feature `index` of FPW_CPU_FEATURES: 1 if the CPU (and the OS) has it. */
-static FPW_MAYBE_UNUSED int fpw_cpu_feature(const fpw_cpu_features* f, int index) {
-    return *(const int*)((const char*)f + fpw_cpu_feature_offsets[index]);
+/* The features as a mask: bit i set when feature i of FPW_CPU_FEATURES is present. */
+static FPW_MAYBE_UNUSED unsigned fpw_cpu_feature_mask(const fpw_cpu_features* f) {
+    unsigned mask = 0;
+#define FPW_FEATURE_BIT(name) mask |= f->name ? FPW_FEATURE(name) : 0u;
+    FPW_CPU_FEATURES(FPW_FEATURE_BIT)
+#undef FPW_FEATURE_BIT
+    return mask;
 }
 
 #if FPW_X86_64

@@ -1,11 +1,17 @@
 /*
- * Kernel families, best first, and the choice among them.
+ * Kernel families, best first: the one list of them.
  *
- * A family is everything the tile loop needs to know about one ISA: its register tile
- * (MR x NR), its float32 and int8 microkernels, its quantize/dequantize loops and a
- * peak-FMA probe. The table is filled at compile time with every family this
- * architecture can have; at run time the first one whose CPU requirements hold is the
- * default, and FASTPW_ISA (or fastpw._set_isa) may pick any other supported one.
+ * A family is an ISA level: the CPU features it requires and the kernels it brings for
+ * each operation (float32 GEMM, int8 GEMM, quantize/dequantize). A family brings only
+ * the kernels it does better than the families below it; for any other operation it
+ * leaves NULL and the next family down serves. Each operation therefore chooses its
+ * kernel on its own: the first family, at or below the selected one, whose requirements
+ * the CPU meets and which has a kernel for it. The selected family is the best one the
+ * CPU supports, or the one FASTPW_ISA (fastpw._set_isa) names, which caps every
+ * operation at that family.
+ *
+ * Adding a family is one header with its kernels and one row here. Python reads this
+ * table (fastpw.kernel_table()); the tests, the CLI and the README take it from there.
  */
 #ifndef FASTPW_DISPATCH_H
 #define FASTPW_DISPATCH_H
@@ -16,145 +22,78 @@
 #include "f32/neon.h"
 #include "f32/scalar.h"
 #include "fastpw.h"
+#include "neon_common.h"
 #include "q8/avx2.h"
 #include "q8/avx512vnni.h"
 #include "q8/neon.h"
 #include "q8/neondot.h"
+#include "q8/pack.h"
 #include "q8/scalar.h"
 #include "quant.h"
+#include "x86_common.h"
 
 typedef struct fpw_family {
     const char* name;
-    size_t mr, nr;
-    size_t lanes; /* floats per vector register: the unit in which columns are computed */
-    fpw_f32_gemm_fn f32_gemm;
-    int q8_format; /* FPW_Q8_DOT4 or FPW_Q8_PAIR16: how int8 operands are laid out */
-    /* DOT4: the kernel reads activation bytes as int8 (sdot) rather than uint8 (vpdpbusd) */
-    int q8_signed_activations;
-    size_t q8_mr, q8_nr; /* int8 register tile */
-    fpw_q8_gemm_fn q8_gemm;
-    fpw_quantize_fn quantize; /* fastpw.quant's elementwise conversions */
-    fpw_dequantize_fn dequantize;
-    double (*fma_peak_loop)(long iterations); /* returns flops done; NULL if none */
-    int (*supported)(const fpw_cpu_features* cpu);
+    unsigned required_features; /* FPW_FEATURE bits (cpu.h) that must all be present */
+    const fpw_f32_ukernel* f32;
+    const fpw_q8_ukernel* q8;
+    const fpw_quant_ukernel* quant;
 } fpw_family;
 
-static int fpw_always(const fpw_cpu_features* cpu) {
-    (void)cpu;
-    return 1;
-}
+/* The operations, in the order Python names them (fastpw.OPERATIONS). */
+enum { FPW_OP_F32_GEMM = 0, FPW_OP_Q8_GEMM = 1, FPW_OP_QUANT = 2, FPW_NUM_OPS = 3 };
 
-#if FPW_X86_64
-static int fpw_has_avx512(const fpw_cpu_features* cpu) {
-    return cpu->avx512f && cpu->avx512vl && cpu->avx512bw && cpu->avx512dq && cpu->fma && cpu->avx2;
-}
-static int fpw_has_avx512_vnni(const fpw_cpu_features* cpu) {
-    return fpw_has_avx512(cpu) && cpu->avx512_vnni;
-}
-static int fpw_has_avx2(const fpw_cpu_features* cpu) {
-    return cpu->avx2 && cpu->fma;
-}
-#endif
-
-#if FPW_AARCH64
-static int fpw_has_neon(const fpw_cpu_features* cpu) {
-    return cpu->neon;
-}
-static int fpw_has_neon_dot(const fpw_cpu_features* cpu) {
-    return cpu->neon && cpu->asimddp;
-}
-#endif
-
-/* Designated initializers keep each row readable as the struct grows. */
 static const fpw_family fpw_families[] = {
 #if FPW_X86_64
-    {.name = "avx512vnni",
-     .mr = FPW_AVX512_MR,
-     .nr = FPW_AVX512_NR,
-     .lanes = 16,
-     .f32_gemm = fpw_f32_gemm_12x32__avx512,
-     .q8_format = FPW_Q8_DOT4,
-     .q8_mr = FPW_Q8_VNNI_MR,
-     .q8_nr = FPW_Q8_VNNI_NR,
-     .q8_gemm = fpw_q8_gemm_12x32__avx512vnni,
-     .quantize = fpw_quantize__avx512,
-     .dequantize = fpw_dequantize__avx512,
-     .fma_peak_loop = fpw_fma_peak_loop__avx512,
-     .supported = fpw_has_avx512_vnni},
-    /* AVX-512 without VNNI (Skylake-SP): float32 in zmm, int8 through exact vpmaddwd. */
+    /* int8 through vpdpbusd; float32 and quantize gain nothing over avx512's. */
+    {.name = "avx512vnni", .required_features = FPW_AVX512VNNI_REQUIRES, .q8 = &fpw_q8_ukernel__avx512vnni},
+    /* int8 has no 512-bit kernel without VNNI: avx2's vpmaddwd one serves. */
     {.name = "avx512",
-     .mr = FPW_AVX512_MR,
-     .nr = FPW_AVX512_NR,
-     .lanes = 16,
-     .f32_gemm = fpw_f32_gemm_12x32__avx512,
-     .q8_format = FPW_Q8_PAIR16,
-     .q8_mr = FPW_Q8_AVX2_MR,
-     .q8_nr = FPW_Q8_AVX2_NR,
-     .q8_gemm = fpw_q8_gemm_4x16__avx2,
-     .quantize = fpw_quantize__avx512,
-     .dequantize = fpw_dequantize__avx512,
-     .fma_peak_loop = fpw_fma_peak_loop__avx512,
-     .supported = fpw_has_avx512},
+     .required_features = FPW_AVX512_REQUIRES,
+     .f32 = &fpw_f32_ukernel__avx512,
+     .quant = &fpw_quant_ukernel__avx512},
     {.name = "avx2",
-     .mr = FPW_AVX2_MR,
-     .nr = FPW_AVX2_NR,
-     .lanes = 8,
-     .f32_gemm = fpw_f32_gemm_6x16__avx2,
-     .q8_format = FPW_Q8_PAIR16,
-     .q8_mr = FPW_Q8_AVX2_MR,
-     .q8_nr = FPW_Q8_AVX2_NR,
-     .q8_gemm = fpw_q8_gemm_4x16__avx2,
-     .quantize = fpw_quantize__avx2,
-     .dequantize = fpw_dequantize__avx2,
-     .fma_peak_loop = fpw_fma_peak_loop__avx2,
-     .supported = fpw_has_avx2},
+     .required_features = FPW_AVX2_REQUIRES,
+     .f32 = &fpw_f32_ukernel__avx2,
+     .q8 = &fpw_q8_ukernel__avx2,
+     .quant = &fpw_quant_ukernel__avx2},
 #endif
 #if FPW_AARCH64
-    /* Armv8.2 dot product (sdot reads int8 activations: uint8 ones are flipped). */
-    {.name = "neondot",
-     .mr = FPW_NEON_MR,
-     .nr = FPW_NEON_NR,
-     .lanes = 4,
-     .f32_gemm = fpw_f32_gemm_8x12__neon,
-     .q8_format = FPW_Q8_DOT4,
-     .q8_signed_activations = 1,
-     .q8_mr = FPW_Q8_NEONDOT_MR,
-     .q8_nr = FPW_Q8_NEONDOT_NR,
-     .q8_gemm = fpw_q8_gemm_8x12__neondot,
-     .quantize = fpw_quantize__portable,
-     .dequantize = fpw_dequantize__portable,
-     .fma_peak_loop = fpw_fma_peak_loop__neon,
-     .supported = fpw_has_neon_dot},
-    /* Every AArch64 CPU (Armv8.0): int8 through exact widening multiply-accumulate. */
+    /* Armv8.2 dot product: int8 only; float32 is neon's. */
+    {.name = "neondot", .required_features = FPW_NEONDOT_REQUIRES, .q8 = &fpw_q8_ukernel__neondot},
+    /* Every AArch64 CPU (Armv8.0). Quantize is the scalar row's portable loop, which the
+     * compiler vectorises with NEON: a NEON row of its own would be the same code. */
     {.name = "neon",
-     .mr = FPW_NEON_MR,
-     .nr = FPW_NEON_NR,
-     .lanes = 4,
-     .f32_gemm = fpw_f32_gemm_8x12__neon,
-     .q8_format = FPW_Q8_PAIR16,
-     .q8_mr = FPW_Q8_NEON_MR,
-     .q8_nr = FPW_Q8_NEON_NR,
-     .q8_gemm = fpw_q8_gemm_8x8__neon,
-     .quantize = fpw_quantize__portable,
-     .dequantize = fpw_dequantize__portable,
-     .fma_peak_loop = fpw_fma_peak_loop__neon,
-     .supported = fpw_has_neon},
+     .required_features = FPW_NEON_REQUIRES,
+     .f32 = &fpw_f32_ukernel__neon,
+     .q8 = &fpw_q8_ukernel__neon},
 #endif
+    /* The reference kernels: every operation, every CPU. */
     {.name = "scalar",
-     .mr = FPW_SCALAR_MR,
-     .nr = FPW_SCALAR_NR,
-     .lanes = 1,
-     .f32_gemm = fpw_f32_gemm_4x8__scalar,
-     .q8_format = FPW_Q8_PAIR16,
-     .q8_mr = FPW_Q8_SCALAR_MR,
-     .q8_nr = FPW_Q8_SCALAR_NR,
-     .q8_gemm = fpw_q8_gemm_4x8__scalar,
-     .quantize = fpw_quantize__portable,
-     .dequantize = fpw_dequantize__portable,
-     .fma_peak_loop = NULL,
-     .supported = fpw_always},
+     .required_features = 0,
+     .f32 = &fpw_f32_ukernel__scalar,
+     .q8 = &fpw_q8_ukernel__scalar,
+     .quant = &fpw_quant_ukernel__portable},
 };
 
 #define FPW_NUM_FAMILIES ((int)(sizeof(fpw_families) / sizeof(fpw_families[0])))
+
+/* 1 if family `index` has a kernel for operation `op`. */
+static FPW_MAYBE_UNUSED int fpw_family_has(int index, int op) {
+    const fpw_family* f = &fpw_families[index];
+    return op == FPW_OP_F32_GEMM ? f->f32 != NULL : op == FPW_OP_Q8_GEMM ? f->q8 != NULL : f->quant != NULL;
+}
+
+/* The family whose kernel operation `op` runs when family `cap` is selected on a CPU
+ * with feature mask `cpu`: the first at or below `cap` that the CPU supports and that
+ * has a kernel for `op`. The scalar row has every kernel, so there always is one. */
+static FPW_MAYBE_UNUSED int fpw_choose_family(int op, int cap, unsigned cpu) {
+    for (int i = cap; i < FPW_NUM_FAMILIES; i++) {
+        if ((fpw_families[i].required_features & cpu) == fpw_families[i].required_features &&
+            fpw_family_has(i, op))
+            return i;
+    }
+    return FPW_NUM_FAMILIES - 1;
+}
 
 #endif /* FASTPW_DISPATCH_H */

@@ -54,6 +54,16 @@ typedef struct fpw_f32_tile {
 
 typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
 
+/* A float32 microkernel as the tile loop and the tests see it: its register tile, the
+ * floats per vector register (the unit in which columns are computed) and, for the
+ * benchmarks, a register-only FMA loop that returns the flops it did (NULL if none). */
+typedef struct fpw_f32_ukernel {
+    const char* name; /* <dtype>_gemm_<MR>x<NR>__<isa>, as the function is named */
+    fpw_f32_gemm_fn gemm;
+    size_t mr, nr, lanes;
+    double (*fma_peak_loop)(long iterations);
+} fpw_f32_ukernel;
+
 /*
  * The int8 contract: the same tile, with exact integer accumulation and a fused
  * requantizing epilogue.
@@ -65,6 +75,9 @@ typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
  *   FPW_Q8_PAIR16 a group is 2 int16 values on both sides (vpmaddwd; exact for any input)
  *
  *   acc(i, j) = bias(i or j) + sum_{c < kc} dot(A(i, c), B(c, j))      (int32, wrapping)
+ *
+ *   bias may be NULL: acc is the sum alone. scale may be NULL when out_type is
+ *   FPW_Q8_OUT_S32, which reads no scale; every other output type needs it.
  *
  *   A sum past int32 wraps modulo 2^32 at every step, so acc is the exact sum whenever
  *   that fits and the same wrapped value in every family when it does not.
@@ -115,6 +128,17 @@ typedef struct fpw_q8_tile {
 } fpw_q8_tile;
 
 typedef void (*fpw_q8_gemm_fn)(const fpw_q8_tile* tile);
+
+/* An int8 microkernel as the tile loop and the tests see it: its register tile, the
+ * int32 accumulators per vector register, and its operand format. */
+typedef struct fpw_q8_ukernel {
+    const char* name; /* <dtype>_gemm_<MR>x<NR>__<isa>, as the function is named */
+    fpw_q8_gemm_fn gemm;
+    size_t mr, nr, lanes;
+    int format; /* FPW_Q8_DOT4 or FPW_Q8_PAIR16 */
+    /* DOT4: the kernel reads activation bytes as int8 (sdot) rather than uint8 (vpdpbusd) */
+    int signed_activations;
+} fpw_q8_ukernel;
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))

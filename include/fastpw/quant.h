@@ -18,6 +18,7 @@
 #include <math.h>
 
 #include "fastpw.h"
+#include "x86_common.h"
 
 typedef struct fpw_quant_run {
     size_t n;                  /* elements */
@@ -29,6 +30,14 @@ typedef struct fpw_quant_run {
 
 typedef void (*fpw_quantize_fn)(const float* x, void* y, const fpw_quant_run* run);
 typedef void (*fpw_dequantize_fn)(const void* xq, float* y, const fpw_quant_run* run);
+
+/* One ISA's pair of loops; lanes: the floats per vector register of its target. */
+typedef struct fpw_quant_ukernel {
+    const char* name; /* the quantize function's name */
+    fpw_quantize_fn quantize;
+    fpw_dequantize_fn dequantize;
+    size_t lanes;
+} fpw_quant_ukernel;
 
 /* PER_ELEMENT and SIGNED are constants at every call, so each loop vectorizes alone.
  * The clamp runs before the zero point is added, on [lo - zp, hi - zp], and is written
@@ -63,7 +72,7 @@ FPW_ALWAYS_INLINE void fpw_dequantize_loop(const void* restrict xq, float* restr
     }
 }
 
-#define FPW_DEFINE_QUANT(SUFFIX, TARGET)                                                                     \
+#define FPW_DEFINE_QUANT(SUFFIX, TARGET, LANES)                                                              \
     static TARGET void fpw_quantize__##SUFFIX(const float* x, void* y, const fpw_quant_run* r) {             \
         if (r->per_element) {                                                                                \
             if (r->is_signed)                                                                                \
@@ -89,12 +98,17 @@ FPW_ALWAYS_INLINE void fpw_dequantize_loop(const void* restrict xq, float* restr
             else                                                                                             \
                 fpw_dequantize_loop(xq, y, r->n, r->scale, r->zero_point, 0, 0);                             \
         }                                                                                                    \
-    }
+    }                                                                                                        \
+    static const fpw_quant_ukernel fpw_quant_ukernel__##SUFFIX = {.name = "fpw_quantize__" #SUFFIX,          \
+                                                                  .quantize = fpw_quantize__##SUFFIX,        \
+                                                                  .dequantize = fpw_dequantize__##SUFFIX,    \
+                                                                  .lanes = LANES};
 
-FPW_DEFINE_QUANT(portable, )
+/* Portable: the baseline of the architecture (SSE2 on x86-64, NEON on AArch64), 4 lanes. */
+FPW_DEFINE_QUANT(portable, , 4)
 #if FPW_X86_64
-FPW_DEFINE_QUANT(avx2, __attribute__((target("avx2,fma"))))
-FPW_DEFINE_QUANT(avx512, __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))))
+FPW_DEFINE_QUANT(avx2, FPW_AVX2_TARGET, 8)
+FPW_DEFINE_QUANT(avx512, FPW_AVX512_TARGET, 16)
 #endif
 
 #undef FPW_DEFINE_QUANT

@@ -222,7 +222,7 @@ if TYPE_CHECKING:
         fastpw.Conv1x1(w, groups="2")  # type: ignore[arg-type]
         fastpw.QConv1x1(w, x_quant=(0.02, 128))  # type: ignore[call-arg]
         dequantize(x, (0.1, 0), axis="1")  # type: ignore[arg-type]
-        fastpw.isa(1)  # type: ignore[call-arg]
+        fastpw.isa(1)  # type: ignore[arg-type]
 
     def int8_out_of_the_float_layer(x: F32, w: F32) -> npt.NDArray[np.int8]:
         return fastpw.Conv1x1(w)(x)  # type: ignore[return-value]

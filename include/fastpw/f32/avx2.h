@@ -14,24 +14,14 @@
 #define FASTPW_F32_AVX2_H
 
 #include "../fastpw.h"
+#include "../x86_common.h"
 
 #if FPW_X86_64
 #include <immintrin.h>
 
-#define FPW_AVX2_TARGET __attribute__((target("avx2,fma")))
 #define FPW_AVX2_MR 6
 #define FPW_AVX2_NV 2 /* vectors of 8 floats per tile row */
 #define FPW_AVX2_NR (8 * FPW_AVX2_NV)
-
-/* Eight -1 then eight 0: loading 8 ints at offset 8 - n gives a mask of n leading lanes. */
-static const int32_t fpw_avx2_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-
-FPW_ALWAYS_INLINE FPW_AVX2_TARGET __m256i fpw_avx2_lane_mask(size_t nr, int v) {
-    ptrdiff_t remaining = (ptrdiff_t)nr - 8 * v;
-    if (remaining > 8) remaining = 8;
-    if (remaining < 0) remaining = 0;
-    return _mm256_loadu_si256((const __m256i*)(fpw_avx2_mask_table + 8 - remaining));
-}
 
 FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, const int MR, const int NV,
                                                          const int A_ROWS, const int FULL_LOADS) {
@@ -160,6 +150,13 @@ static FPW_AVX2_TARGET double fpw_fma_peak_loop__avx2(long iterations) {
     (void)sink;
     return 12.0 * 8.0 * 2.0 * (double)iterations;
 }
+
+static const fpw_f32_ukernel fpw_f32_ukernel__avx2 = {.name = "fpw_f32_gemm_6x16__avx2",
+                                                      .gemm = fpw_f32_gemm_6x16__avx2,
+                                                      .mr = FPW_AVX2_MR,
+                                                      .nr = FPW_AVX2_NR,
+                                                      .lanes = 8,
+                                                      .fma_peak_loop = fpw_fma_peak_loop__avx2};
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_F32_AVX2_H */

@@ -17,21 +17,14 @@
 #define FASTPW_F32_AVX512_H
 
 #include "../fastpw.h"
+#include "../x86_common.h"
 
 #if FPW_X86_64
 #include <immintrin.h>
 
-#define FPW_AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
 #define FPW_AVX512_MR 12
 #define FPW_AVX512_NV 2 /* vectors of 16 floats per tile row */
 #define FPW_AVX512_NR (16 * FPW_AVX512_NV)
-
-FPW_ALWAYS_INLINE FPW_AVX512_TARGET __mmask16 fpw_avx512_lane_mask(size_t nr, int v) {
-    ptrdiff_t remaining = (ptrdiff_t)nr - 16 * v;
-    if (remaining >= 16) return (__mmask16)0xFFFF;
-    if (remaining <= 0) return (__mmask16)0;
-    return (__mmask16)((1u << remaining) - 1u);
-}
 
 /* MR, NV and A_ROWS are compile-time constants at every call site: the loops unroll
  * completely and acc[][] lives in registers. A_ROWS selects A(i,c) = a[i*a_rs + c]
@@ -147,6 +140,13 @@ static FPW_AVX512_TARGET double fpw_fma_peak_loop__avx512(long iterations) {
     (void)sink;
     return 24.0 * 16.0 * 2.0 * (double)iterations;
 }
+
+static const fpw_f32_ukernel fpw_f32_ukernel__avx512 = {.name = "fpw_f32_gemm_12x32__avx512",
+                                                        .gemm = fpw_f32_gemm_12x32__avx512,
+                                                        .mr = FPW_AVX512_MR,
+                                                        .nr = FPW_AVX512_NR,
+                                                        .lanes = 16,
+                                                        .fma_peak_loop = fpw_fma_peak_loop__avx512};
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_F32_AVX512_H */

@@ -42,4 +42,11 @@ static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
     }
 }
 
+static const fpw_f32_ukernel fpw_f32_ukernel__scalar = {.name = "fpw_f32_gemm_4x8__scalar",
+                                                        .gemm = fpw_f32_gemm_4x8__scalar,
+                                                        .mr = FPW_SCALAR_MR,
+                                                        .nr = FPW_SCALAR_NR,
+                                                        .lanes = 1,
+                                                        .fma_peak_loop = NULL};
+
 #endif /* FASTPW_F32_SCALAR_H */

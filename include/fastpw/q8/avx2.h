@@ -12,28 +12,21 @@
 #ifndef FASTPW_Q8_AVX2_H
 #define FASTPW_Q8_AVX2_H
 
-#include "../f32/avx2.h" /* fpw_avx2_lane_mask */
 #include "../fastpw.h"
-#include "scalar.h"
+#include "../x86_common.h"
+#include "epilogue.h"
 
 #if FPW_X86_64
 #include <immintrin.h>
 
-#define FPW_Q8_AVX2_TARGET __attribute__((target("avx2,fma")))
 #define FPW_Q8_AVX2_MR 4
 #define FPW_Q8_AVX2_NV 2
 #define FPW_Q8_AVX2_NR (8 * FPW_Q8_AVX2_NV)
 
-FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET int32_t fpw_load_u32(const uint8_t* p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* One vector of 8 accumulators (bias added) through the epilogue: the final values as
  * int32 lanes (8-bit and int32 outputs) or float lanes (float32 output). */
-FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET __m256i fpw_q8_avx2_finish(const fpw_q8_tile* t, __m256i acc,
-                                                                __m256 scale) {
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET __m256i fpw_q8_avx2_finish(const fpw_q8_tile* t, __m256i acc,
+                                                             __m256 scale) {
     if (t->out_type == FPW_Q8_OUT_S32) return acc;
     __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
     if (t->out_type == FPW_Q8_OUT_F32) {
@@ -46,8 +39,8 @@ FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET __m256i fpw_q8_avx2_finish(const fpw_q8_til
 }
 
 /* Store nr <= 8 finished lanes along unit stride, narrowing 8-bit outputs. */
-FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET void fpw_q8_avx2_store(const fpw_q8_tile* t, __m256i y, __m256i mask,
-                                                            size_t nr, ptrdiff_t offset) {
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_q8_avx2_store(const fpw_q8_tile* t, __m256i y, __m256i mask,
+                                                         size_t nr, ptrdiff_t offset) {
     if (t->out_type == FPW_Q8_OUT_S32 || t->out_type == FPW_Q8_OUT_F32) {
         _mm256_maskstore_epi32((int32_t*)t->c + offset, mask, y);
         return;
@@ -61,7 +54,7 @@ FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET void fpw_q8_avx2_store(const fpw_q8_tile* t
 }
 
 /* Bias, requantization and stores for a finished tile of accumulators. */
-static FPW_Q8_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
+static FPW_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
     const fpw_q8_tile* t, int32_t tile[FPW_Q8_AVX2_MR][FPW_Q8_AVX2_NR]) {
     if (t->c_cs != 1) {
         /* Transposed output (NCHW with pixels as rows): finish the tile with vector
@@ -78,14 +71,15 @@ static FPW_Q8_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
     for (size_t i = 0; i < t->mr; i++) {
         for (int v = 0; v < FPW_Q8_AVX2_NV && 8 * (size_t)v < t->nr; v++) {
             const __m256i mask = fpw_avx2_lane_mask(t->nr, v);
-            __m256i bias;
-            __m256 scale;
+            /* A NULL bias adds nothing; a NULL scale (int32 output) is never read. */
+            __m256i bias = _mm256_setzero_si256();
+            __m256 scale = _mm256_setzero_ps();
             if (t->per_row) {
-                bias = _mm256_set1_epi32(t->bias[i]);
-                scale = _mm256_set1_ps(t->scale[i]);
+                if (t->bias) bias = _mm256_set1_epi32(t->bias[i]);
+                if (t->scale) scale = _mm256_set1_ps(t->scale[i]);
             } else {
-                bias = _mm256_maskload_epi32(t->bias + 8 * v, mask);
-                scale = _mm256_maskload_ps(t->scale + 8 * v, mask);
+                if (t->bias) bias = _mm256_maskload_epi32(t->bias + 8 * v, mask);
+                if (t->scale) scale = _mm256_maskload_ps(t->scale + 8 * v, mask);
             }
             const __m256i acc = _mm256_add_epi32(_mm256_load_si256((const __m256i*)&tile[i][8 * v]), bias);
             const __m256i y = fpw_q8_avx2_finish(t, acc, scale);
@@ -95,8 +89,8 @@ static FPW_Q8_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
     }
 }
 
-FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET void fpw_q8_tile_avx2(const fpw_q8_tile* t, const int MR, const int NV,
-                                                           const int FULL_LOADS) {
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_q8_tile_avx2(const fpw_q8_tile* t, const int MR, const int NV,
+                                                        const int FULL_LOADS) {
     __m256i acc[FPW_Q8_AVX2_MR][FPW_Q8_AVX2_NV];
     __m256i mask[FPW_Q8_AVX2_NV];
     FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(t->nr, v);
@@ -142,7 +136,7 @@ FPW_ALWAYS_INLINE FPW_Q8_AVX2_TARGET void fpw_q8_tile_avx2(const fpw_q8_tile* t,
         }                                                                                                    \
         break;
 
-static FPW_Q8_AVX2_TARGET void fpw_q8_gemm_4x16__avx2(const fpw_q8_tile* t) {
+static FPW_AVX2_TARGET void fpw_q8_gemm_4x16__avx2(const fpw_q8_tile* t) {
     const int nv = t->nr > 8 ? 2 : 1;
     const int full_loads = t->b_padded || t->nr == (size_t)(8 * nv);
     switch (t->mr) {
@@ -155,6 +149,13 @@ static FPW_Q8_AVX2_TARGET void fpw_q8_gemm_4x16__avx2(const fpw_q8_tile* t) {
     }
 }
 #undef FPW_Q8_AVX2_CASE
+
+static const fpw_q8_ukernel fpw_q8_ukernel__avx2 = {.name = "fpw_q8_gemm_4x16__avx2",
+                                                    .gemm = fpw_q8_gemm_4x16__avx2,
+                                                    .mr = FPW_Q8_AVX2_MR,
+                                                    .nr = FPW_Q8_AVX2_NR,
+                                                    .lanes = 8,
+                                                    .format = FPW_Q8_PAIR16};
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_Q8_AVX2_H */

@@ -17,28 +17,15 @@
 #define FASTPW_Q8_AVX512VNNI_H
 
 #include "../fastpw.h"
-#include "scalar.h"
+#include "../x86_common.h"
+#include "epilogue.h"
 
 #if FPW_X86_64
 #include <immintrin.h>
 
-#define FPW_Q8_VNNI_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 #define FPW_Q8_VNNI_MR 12
 #define FPW_Q8_VNNI_NV 2
 #define FPW_Q8_VNNI_NR (16 * FPW_Q8_VNNI_NV)
-
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET int32_t fpw_q8_vnni_load_u32(const uint8_t* p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __mmask16 fpw_q8_vnni_lane_mask(size_t nr, int v) {
-    ptrdiff_t remaining = (ptrdiff_t)nr - 16 * v;
-    if (remaining >= 16) return (__mmask16)0xFFFF;
-    if (remaining <= 0) return (__mmask16)0;
-    return (__mmask16)((1u << remaining) - 1u);
-}
 
 /* The epilogue's constants, copied out of the tile once: read through `t`, the compiler
  * would reload them after every byte store (a char store may alias anything). */
@@ -50,8 +37,8 @@ typedef struct fpw_q8_vnni_requant {
 
 /* One 16-lane vector of accumulators (bias added) through the epilogue: the final
  * values as int32 lanes (8-bit and int32 outputs) or float lanes (float32 output). */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m512i fpw_q8_vnni_finish(const fpw_q8_vnni_requant* r, __m512i acc,
-                                                                __m512 scale) {
+FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET __m512i fpw_q8_vnni_finish(const fpw_q8_vnni_requant* r, __m512i acc,
+                                                                   __m512 scale) {
     if (r->out_type == FPW_Q8_OUT_S32) return acc;
     __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
     if (r->out_type == FPW_Q8_OUT_F32) {
@@ -66,32 +53,33 @@ FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m512i fpw_q8_vnni_finish(const fpw_q8_vnn
 /* Finished lanes narrowed to 16 bytes with saturation (8-bit outputs). The empty asm
  * keeps the compiler from fusing the narrowing into a store: vpmovusdb/vpmovsdb with a
  * memory operand is several times slower than the register form plus a plain store. */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m128i fpw_q8_vnni_narrow(const fpw_q8_vnni_requant* r, __m512i y) {
+FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET __m128i fpw_q8_vnni_narrow(const fpw_q8_vnni_requant* r, __m512i y) {
     __m128i bytes = r->out_type == FPW_Q8_OUT_U8 ? _mm512_cvtusepi32_epi8(y) : _mm512_cvtsepi32_epi8(y);
     __asm__("" : "+v"(bytes));
     return bytes;
 }
 
 /* Bias and finish for lanes [16v, 16v + 16) of tile row i. */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET __m512i fpw_q8_vnni_finish_row(const fpw_q8_tile* t,
-                                                                    const fpw_q8_vnni_requant* r,
-                                                                    const int32_t* tile_row, size_t i, int v,
-                                                                    __mmask16 mask) {
-    __m512i bias;
-    __m512 scale;
+FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET __m512i fpw_q8_vnni_finish_row(const fpw_q8_tile* t,
+                                                                       const fpw_q8_vnni_requant* r,
+                                                                       const int32_t* tile_row, size_t i,
+                                                                       int v, __mmask16 mask) {
+    /* A NULL bias adds nothing; a NULL scale (int32 output) is never read. */
+    __m512i bias = _mm512_setzero_si512();
+    __m512 scale = _mm512_setzero_ps();
     if (r->per_row) {
-        bias = _mm512_set1_epi32(t->bias[i]);
-        scale = _mm512_set1_ps(t->scale[i]);
+        if (t->bias) bias = _mm512_set1_epi32(t->bias[i]);
+        if (t->scale) scale = _mm512_set1_ps(t->scale[i]);
     } else {
-        bias = _mm512_maskz_loadu_epi32(mask, t->bias + 16 * v);
-        scale = _mm512_maskz_loadu_ps(mask, t->scale + 16 * v);
+        if (t->bias) bias = _mm512_maskz_loadu_epi32(mask, t->bias + 16 * v);
+        if (t->scale) scale = _mm512_maskz_loadu_ps(mask, t->scale + 16 * v);
     }
     return fpw_q8_vnni_finish(r, _mm512_add_epi32(_mm512_load_si512(tile_row + 16 * v), bias), scale);
 }
 
 /* In-register transpose of a 16 x 16 byte matrix (row i in r[i] becomes column i):
  * four rounds of unpacks, 64 shuffles for 256 bytes. */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_transpose_16x16_u8(__m128i r[16]) {
+FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET void fpw_transpose_16x16_u8(__m128i r[16]) {
     __m128i b[16], c[16], d[16];
     FPW_UNROLL for (int k = 0; k < 8; k++) {
         b[2 * k] = _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]);
@@ -116,7 +104,7 @@ FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_transpose_16x16_u8(__m128i r[16]) 
 }
 
 /* Bias, requantization and stores for a finished tile of accumulators. */
-static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
+static FPW_AVX512VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
     const fpw_q8_tile* t, int32_t tile[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NR]) {
     const fpw_q8_vnni_requant r = {
         .out_type = t->out_type,
@@ -132,7 +120,7 @@ static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
     if (c_cs == 1) {
         for (size_t i = 0; i < mr; i++) {
             for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
-                const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+                const __mmask16 mask = fpw_avx512_lane_mask(nr, v);
                 const __m512i y = fpw_q8_vnni_finish_row(t, &r, tile[i], i, v, mask);
                 if (bytes_out)
                     _mm_mask_storeu_epi8((uint8_t*)t->c + (ptrdiff_t)i * c_rs + 16 * v, mask,
@@ -148,7 +136,7 @@ static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
          * instead floods the store queue (it halved the speed of 7x7 NCHW layers). */
         const __mmask16 rows = (__mmask16)((1u << mr) - 1u);
         for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
-            const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+            const __mmask16 mask = fpw_avx512_lane_mask(nr, v);
             /* The transpose takes 16 rows and the tile has 12: rows past FPW_Q8_VNNI_MR
              * are zero by a compile-time test, so no unrolled instance indexes tile[12..15]
              * (GCC flagged those as -Warray-bounds when only `i < mr` guarded them). */
@@ -167,7 +155,7 @@ static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
         int32_t finished[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NR];
         for (size_t i = 0; i < mr; i++) {
             for (int v = 0; v < FPW_Q8_VNNI_NV && 16 * (size_t)v < nr; v++) {
-                const __mmask16 mask = fpw_q8_vnni_lane_mask(nr, v);
+                const __mmask16 mask = fpw_avx512_lane_mask(nr, v);
                 _mm512_storeu_si512(&finished[i][16 * v], fpw_q8_vnni_finish_row(t, &r, tile[i], i, v, mask));
             }
         }
@@ -177,14 +165,14 @@ static FPW_Q8_VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
 
 /* A_ROWS: A(i, c) at a + i*a_rs + 4c (activation rows, NHWC). Otherwise A(i, c) at
  * a + 4i + c*a_cs (weight panels, or NCHW activations packed in groups of 4 channels). */
-FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_q8_tile_vnni(const fpw_q8_tile* t, const int MR, const int NV,
-                                                           const int A_ROWS, const int A_IS_DATA,
-                                                           const int FLIP) {
+FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET void fpw_q8_tile_vnni(const fpw_q8_tile* t, const int MR,
+                                                              const int NV, const int A_ROWS,
+                                                              const int A_IS_DATA, const int FLIP) {
     __m512i acc[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NV];
     __mmask16 mask[FPW_Q8_VNNI_NV];
     const uint8_t* a_row[FPW_Q8_VNNI_MR];
     const __m512i sign_bits = _mm512_set1_epi32((int32_t)0x80808080u);
-    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_q8_vnni_lane_mask(t->nr, v);
+    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx512_lane_mask(t->nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
         FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_si512();
@@ -203,8 +191,7 @@ FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_q8_tile_vnni(const fpw_q8_tile* t,
             __m512i b_vec[FPW_Q8_VNNI_NV];
             FPW_UNROLL for (int v = 0; v < NV; v++) b_vec[v] = _mm512_maskz_loadu_epi32(mask[v], b + 64 * v);
             FPW_UNROLL for (int i = 0; i < MR; i++) {
-                __m512i a_vec =
-                    _mm512_set1_epi32(fpw_q8_vnni_load_u32(A_ROWS ? a_row[i] + row_offset : a + 4 * i));
+                __m512i a_vec = _mm512_set1_epi32(fpw_load_u32(A_ROWS ? a_row[i] + row_offset : a + 4 * i));
                 if (FLIP) a_vec = _mm512_xor_si512(a_vec, sign_bits);
                 FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
                     A_IS_DATA ? _mm512_dpbusd_epi32(acc[i][v], a_vec, b_vec[v])
@@ -260,7 +247,7 @@ FPW_ALWAYS_INLINE FPW_Q8_VNNI_TARGET void fpw_q8_tile_vnni(const fpw_q8_tile* t,
         }                                                                                                    \
         break;
 
-static FPW_Q8_VNNI_TARGET void fpw_q8_gemm_12x32__avx512vnni(const fpw_q8_tile* t) {
+static FPW_AVX512VNNI_TARGET void fpw_q8_gemm_12x32__avx512vnni(const fpw_q8_tile* t) {
     /* Row mode and column mode address full groups identically when a_rs == a_cs == 4;
      * only row mode reads a partial last group. */
     const int a_rows = t->a_tail > 0 || (t->a_cs == 4 && t->a_rs != 4);
@@ -285,6 +272,13 @@ static FPW_Q8_VNNI_TARGET void fpw_q8_gemm_12x32__avx512vnni(const fpw_q8_tile* 
 }
 #undef FPW_Q8_VNNI_CASE
 #undef FPW_Q8_VNNI_MODES
+
+static const fpw_q8_ukernel fpw_q8_ukernel__avx512vnni = {.name = "fpw_q8_gemm_12x32__avx512vnni",
+                                                          .gemm = fpw_q8_gemm_12x32__avx512vnni,
+                                                          .mr = FPW_Q8_VNNI_MR,
+                                                          .nr = FPW_Q8_VNNI_NR,
+                                                          .lanes = 16,
+                                                          .format = FPW_Q8_DOT4};
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_Q8_AVX512VNNI_H */

@@ -26,9 +26,9 @@
 #ifndef FASTPW_Q8_NEON_H
 #define FASTPW_Q8_NEON_H
 
-#include "../f32/neon.h" /* fpw_neon_load_lanes32, fpw_neon_store_lanes32, fpw_neon_clamp_f32 */
 #include "../fastpw.h"
-#include "scalar.h"
+#include "../neon_common.h"
+#include "epilogue.h"
 
 #if FPW_AARCH64
 #include <arm_neon.h>
@@ -442,6 +442,13 @@ static void fpw_q8_gemm_8x8__neon(const fpw_q8_tile* t) {
     }
 }
 #undef FPW_Q8_NEON_CASE
+
+static const fpw_q8_ukernel fpw_q8_ukernel__neon = {.name = "fpw_q8_gemm_8x8__neon",
+                                                    .gemm = fpw_q8_gemm_8x8__neon,
+                                                    .mr = FPW_Q8_NEON_MR,
+                                                    .nr = FPW_Q8_NEON_NR,
+                                                    .lanes = 4,
+                                                    .format = FPW_Q8_PAIR16};
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_Q8_NEON_H */

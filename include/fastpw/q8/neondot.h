@@ -22,8 +22,9 @@
 #define FASTPW_Q8_NEONDOT_H
 
 #include "../fastpw.h"
+#include "../neon_common.h"
+#include "epilogue.h"
 #include "neon.h"
-#include "scalar.h"
 
 #if FPW_AARCH64
 #include <arm_neon.h>
@@ -33,7 +34,7 @@
  * whose target includes all of its own: "+dotprod" alone fails on an Armv8.0 build
  * ("target specific option mismatch"), so GCC gets the "arch=" form. That form replaces
  * the build's architecture for these functions, which is why the baseline helpers they
- * inline carry FPW_NEON_ANY_TARGET (see f32/neon.h). */
+ * inline carry FPW_NEON_ANY_TARGET (see neon_common.h). */
 #if defined(__ARM_FEATURE_DOTPROD)
 #define FPW_Q8_NEONDOT_TARGET /* the whole build has it */
 #elif defined(__clang__)
@@ -199,6 +200,15 @@ static FPW_Q8_NEONDOT_TARGET void fpw_q8_gemm_8x12__neondot(const fpw_q8_tile* t
 }
 #undef FPW_Q8_NEONDOT_CASE
 #undef FPW_Q8_NEONDOT_MODES
+
+/* sdot reads int8 activations: uint8 ones are flipped. */
+static const fpw_q8_ukernel fpw_q8_ukernel__neondot = {.name = "fpw_q8_gemm_8x12__neondot",
+                                                       .gemm = fpw_q8_gemm_8x12__neondot,
+                                                       .mr = FPW_Q8_NEONDOT_MR,
+                                                       .nr = FPW_Q8_NEONDOT_NR,
+                                                       .lanes = 4,
+                                                       .format = FPW_Q8_DOT4,
+                                                       .signed_activations = 1};
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_Q8_NEONDOT_H */
