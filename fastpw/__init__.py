@@ -67,7 +67,8 @@ except ImportError:
 # (After the extension: an unbuilt source folder gets the message above, not an error
 # from inside these modules.)
 from . import quant  # noqa: E402
-from ._api import Conv1x1, QConv1x1, QParams, conv1x1  # noqa: E402
+from ._api import Conv1x1, QConv1x1, conv1x1  # noqa: E402
+from ._checks import QParams  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -3,14 +3,16 @@
 This module knows no ISA. It turns arguments into a `_kernels.F32Plan` (weights, bias,
 groups, layout, fused clamp) and hands arrays to the plan's fast path; anything the fast
 path declines (a strided or non-contiguous input, an output view it cannot write
-directly, a bad argument) comes back here to be copied once or reported clearly.
+directly, a bad argument) comes back here to be copied once or reported clearly. The
+checks that fastpw.quant shares (arrays, qparams, thread counts) are in
+`fastpw._checks`; the layers' own settings (layout, stride, groups, activation) are
+checked here.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections import namedtuple
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +20,30 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _kernels
+from ._checks import (
+    QUANTIZED_X_DTYPES,
+    QParams,
+    _check_float32,
+    _check_int8_weight,
+    _check_int32_bias,
+    _check_out,
+    _check_zero_point,
+    _contiguous_aligned,
+    _dtype_range,
+    _float_path_x_message,
+    _is_int,
+    _normalize_bias,
+    _normalize_num_threads,
+    _normalize_w_quant,
+    _normalize_weight,
+    _per_tensor_qparams,
+    _QParamsLike,
+    _quantized_dtype,
+    _refuse_masked,
+)
 
 LAYOUTS = ("NCHW", "NHWC")
 NAMED_ACTIVATIONS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
-MAX_THREADS = 65536  # the kernels cap any larger request to this
 # The layers' fast path takes plain ndarrays only: a subclass (a masked array, whose mask
 # the kernels would not read) goes through the checks of the general path. (A module
 # name, not np.ndarray: the attribute lookup would double the check's cost per call.)
@@ -37,10 +59,6 @@ _PlanRun = Callable[
     [npt.NDArray[Any], npt.NDArray[Any] | None, int | None],
     npt.NDArray[Any] | None,
 ]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _normalize_layout(layout: object) -> str:
@@ -88,113 +106,12 @@ def _normalize_activation(activation: object) -> tuple[_Activation, tuple[float,
     )
 
 
-def _refuse_masked(name: str, value: object) -> None:
-    """Every entry point's check for numpy masked arrays: the kernels read the data and
-    never the mask, so a masked array would be computed as if nothing were masked."""
-    if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(
-            f"{name} is a numpy masked array, and fastpw does not read masks: pass "
-            f"{name}.filled(value) to give the masked entries a value, or np.asarray({name}) "
-            f"if the mask is meant to be ignored"
-        )
-
-
-def _float_path_x_message(dtype: npt.DTypeLike) -> str:
-    """What to tell a caller who gives integer x (an 8-bit image, say) to the float path."""
-    message = (
-        f"x has dtype {np.dtype(dtype)} but the float layer takes float32 x: convert it with "
-        f"x.astype(np.float32), scaled as you intend (e.g. / 255 for an 8-bit image)"
-    )
-    if np.dtype(dtype) in QUANTIZED_X_DTYPES:
-        message += (
-            ", or use the quantized path: fastpw.QConv1x1 (or QConv1x1.from_float for float "
-            "weights) with x_quant, on x from fastpw.quant.quantize or already quantized"
-        )
-    return message
-
-
-def _check_float32(name: str, array: npt.NDArray[Any]) -> None:
-    dtype = array.dtype
-    if dtype == np.float32:
-        return
-    if dtype.kind == "f":
-        raise TypeError(
-            f"{name} has dtype {dtype}; fastpw's float path computes in float32: "
-            f"cast with {name}.astype(np.float32)"
-        )
-    if name == "x" and dtype.kind in "iu":
-        raise TypeError(_float_path_x_message(dtype))
-    if dtype.kind in "iu":
-        raise TypeError(
-            f"{name} has integer dtype {dtype} but this is the float32 path: int8 weights "
-            f"need uint8/int8 x with x_quant/w_quant/y_quant (the quantized path), or "
-            f"pass float32"
-        )
-    raise TypeError(f"{name} must be a float32 array; got dtype {dtype}")
-
-
 def _normalize_groups(groups: int) -> int:
     if not _is_int(groups):
         raise TypeError(f"groups must be an int >= 1; got {groups!r}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1; got {groups}")
     return int(groups)
-
-
-def _normalize_weight(weight: npt.ArrayLike, groups: int) -> npt.NDArray[np.float32]:
-    """(K, C/groups) float32, C-contiguous (a view of the caller's array when possible)."""
-    _refuse_masked("weight", weight)
-    weight = np.asarray(weight)
-    _check_float32("weight", weight)
-    if weight.ndim == 4 and weight.shape[2:] == (1, 1):
-        weight = weight.reshape(weight.shape[:2])
-    if weight.ndim != 2:
-        raise ValueError(
-            "weight must be (K, C/groups) or (K, C/groups, 1, 1) for a 1x1 convolution; "
-            f"got shape {weight.shape}"
-        )
-    out_channels, channels_per_group = weight.shape
-    if out_channels == 0 or channels_per_group == 0:
-        raise ValueError(
-            f"weight must have at least one input and output channel; got {weight.shape}"
-        )
-    if out_channels % groups != 0:
-        raise ValueError(
-            f"groups={groups} must divide the output channels K={out_channels} "
-            f"(weight shape {weight.shape})"
-        )
-    return _contiguous_aligned(weight)
-
-
-def _contiguous_aligned(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """`array` itself if C-contiguous and aligned, else an aligned C-contiguous copy (the
-    kernels read elements through typed pointers; misaligned ones are undefined in C)."""
-    return np.require(array, requirements=("C_CONTIGUOUS", "ALIGNED"))
-
-
-def _normalize_bias(
-    bias: npt.ArrayLike | None, out_channels: int
-) -> npt.NDArray[np.float32] | None:
-    if bias is None:
-        return None
-    _refuse_masked("bias", bias)
-    bias = np.asarray(bias)
-    _check_float32("bias", bias)
-    if bias.shape != (out_channels,):
-        raise ValueError(
-            f"bias must have shape ({out_channels},) (one per output channel); got {bias.shape}"
-        )
-    return _contiguous_aligned(bias)
-
-
-def _normalize_num_threads(num_threads: int | None) -> int | None:
-    if num_threads is None:
-        return None
-    if not _is_int(num_threads):
-        raise TypeError(f"num_threads must be None or an int >= 1; got {num_threads!r}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be None or >= 1; got {num_threads}")
-    return min(int(num_threads), MAX_THREADS)
 
 
 def _check_input(
@@ -231,37 +148,6 @@ def _output_shape(
     return (n, -(-h // sh), -(-w // sw), out_channels)
 
 
-def _check_out(
-    out: object,
-    shape: tuple[int, ...],
-    dtype: npt.DTypeLike,
-    x: npt.NDArray[Any],
-    weight: npt.NDArray[Any],
-    bias: npt.NDArray[Any] | None = None,
-) -> npt.NDArray[Any]:
-    dtype = np.dtype(dtype)
-    _refuse_masked("out", out)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(
-            f"out must be a numpy {dtype} array of shape {shape}; got {type(out).__name__}"
-        )
-    if out.dtype != dtype:
-        raise TypeError(f"out must have dtype {dtype}; got {out.dtype}")
-    if out.shape != shape:
-        raise ValueError(f"out must have shape {shape}; got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writeable array")
-    if np.shares_memory(out, x):
-        raise ValueError(
-            "out overlaps x; fastpw does not compute in place: pass a separate out array"
-        )
-    if np.shares_memory(out, weight):
-        raise ValueError("out overlaps the weight; pass a separate out array")
-    if bias is not None and np.shares_memory(out, bias):
-        raise ValueError("out overlaps the bias; pass a separate out array")
-    return out
-
-
 def _run_general(
     plan: _kernels.F32Plan | _kernels.Q8Plan,
     layout: str,
@@ -286,7 +172,8 @@ def _run_general(
     dtype = out_dtype(x)
     if out is not None:
         # (The float plan reads the caller's bias in place; the quantized one a copy.)
-        out = _check_out(out, shape, dtype, x, plan.weight, getattr(plan, "bias", None))
+        reads = {"x": x, "the weight": plan.weight, "the bias": getattr(plan, "bias", None)}
+        out = _check_out(out, shape, dtype, reads)
     if math.prod(shape) == 0:
         return np.empty(shape, dtype=dtype) if out is None else out
     sh, sw = stride
@@ -370,9 +257,9 @@ class Conv1x1:
         self.stride = _normalize_stride(stride)
         self.groups = _normalize_groups(groups)
         self.activation, clamp = _normalize_activation(activation)
-        self.weight = _normalize_weight(weight, self.groups).copy()
+        self.weight = _normalize_weight(weight, self.groups, _check_float32).copy()
         self.weight.flags.writeable = False
-        self.bias = _normalize_bias(bias, self.weight.shape[0])
+        self.bias = _normalize_bias(bias, self.weight.shape[0], _check_float32)
         if self.bias is not None:
             self.bias = self.bias.copy()
             self.bias.flags.writeable = False
@@ -499,8 +386,8 @@ def conv1x1(
     stride = _normalize_stride(stride)
     groups = _normalize_groups(groups)
     _, clamp = _normalize_activation(activation)
-    weight = _normalize_weight(weight, groups)
-    bias = _normalize_bias(bias, weight.shape[0])
+    weight = _normalize_weight(weight, groups, _check_float32)
+    bias = _normalize_bias(bias, weight.shape[0], _check_float32)
     plan = _kernels.F32Plan(weight, bias, groups, layout == "NHWC", clamp, False)
     return _run_float(plan, layout, stride, x, out, num_threads)
 
@@ -508,13 +395,6 @@ def conv1x1(
 # ---------------------------------------------------------------------------------------
 # The quantized path
 
-QParams = namedtuple("QParams", ["scale", "zero_point"])
-QParams.__doc__ = """Quantization parameters: real = scale * (q - zero_point)."""
-# What callers may pass as qparams: QParams or a (scale, zero_point) pair, each a number
-# or an array (per channel, or one element).
-_QParamsLike = QParams | tuple[npt.ArrayLike, npt.ArrayLike]
-
-QUANTIZED_X_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 OUT_DTYPES = {
     np.dtype(np.uint8): _kernels.OUT_UINT8,
     np.dtype(np.int8): _kernels.OUT_INT8,
@@ -533,92 +413,6 @@ def _is_quantized_input(x: object) -> bool:
 
 def _is_float_array(value: object) -> bool:
     return _dtype_of(value).kind == "f"
-
-
-def _dtype_range(dtype: npt.DTypeLike) -> tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
-
-
-def _split_qparams(name: str, qparams: Any) -> tuple[Any, Any]:
-    if qparams is None:
-        raise TypeError(f"{name} is required: pass a (scale, zero_point) pair or fastpw.QParams")
-    try:
-        scale, zero_point = qparams
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a (scale, zero_point) pair or fastpw.QParams; got {qparams!r}"
-        ) from None
-    return scale, zero_point
-
-
-def _check_scale(name: str, scale: object) -> npt.NDArray[np.float32]:
-    """A positive finite scale (scalar or 1-D), as float32."""
-    try:
-        array = np.asarray(scale, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} scale must be a positive float; got {scale!r}") from None
-    if array.ndim > 1 or array.size == 0:
-        raise ValueError(f"{name} scale must be a float or a 1-D array; got shape {array.shape}")
-    if not np.all(np.isfinite(array)) or not np.all(array > 0):
-        raise ValueError(f"{name} scale must be positive and finite; got {scale!r}")
-    scale32 = array.astype(np.float32)
-    if not np.all(scale32 > 0) or not np.all(np.isfinite(scale32)):
-        raise ValueError(f"{name} scale {scale!r} is not a positive finite float32")
-    return scale32
-
-
-def _check_zero_point(
-    name: str,
-    zero_point: int | np.integer[Any] | npt.NDArray[Any],
-    dtype: npt.DTypeLike | None = None,
-) -> int:
-    if isinstance(zero_point, np.ndarray) and zero_point.shape in ((), (1,)):
-        # A 0-d or one-element array, as ONNX initializers hold per-tensor values.
-        zero_point = zero_point.reshape(())[()]
-    if not _is_int(zero_point):
-        raise TypeError(f"{name} zero point must be an int; got {zero_point!r}")
-    zero_point = int(zero_point)
-    lo, hi = _dtype_range(dtype) if dtype is not None else (-128, 255)
-    if not lo <= zero_point <= hi:
-        where = f"{np.dtype(dtype)}" if dtype is not None else "uint8 or int8"
-        raise ValueError(
-            f"{name} zero point {zero_point} is outside the {where} range [{lo}, {hi}]"
-        )
-    return zero_point
-
-
-def _per_tensor_qparams(
-    name: str, qparams: Any, what: str, dtype: npt.DTypeLike | None = None
-) -> tuple[npt.NDArray[np.float32], int]:
-    """(float32 scale, zero point) of a per-tensor (scale, zero_point) pair; either may
-    be a number or an array holding one (ONNX initializers are often shape (1,)). The
-    zero point must lie in `dtype`'s range (None: uint8's or int8's)."""
-    scale, zero_point = _split_qparams(name, qparams)
-    scale32 = _check_scale(name, scale)
-    if scale32.size != 1:
-        raise ValueError(f"{name} scale must be one float ({what}); got {scale32.size} scales")
-    return scale32.reshape(()), _check_zero_point(name, zero_point, dtype)
-
-
-def _normalize_w_quant(w_quant: Any, out_channels: int) -> tuple[npt.NDArray[np.float32], bool]:
-    """w_quant -> (float32 scales of length K, per tensor?): a per-tensor scale (a number,
-    or one scale in an array when K > 1) is repeated K times."""
-    scale, zero_point = _split_qparams("w_quant", w_quant)
-    scale32 = _check_scale("w_quant", scale)
-    per_tensor = scale32.ndim == 0 or (scale32.shape[0] == 1 and out_channels > 1)
-    if not per_tensor and scale32.shape[0] != out_channels:
-        raise ValueError(
-            f"w_quant per-channel scale must have length K={out_channels} (or be one scale, "
-            f"per tensor); got {scale32.shape[0]}"
-        )
-    zeros = np.asarray(zero_point)
-    if zeros.dtype.kind not in "iub" or zeros.ndim > 1 or np.any(zeros != 0):
-        raise ValueError(
-            f"w_quant zero point must be 0 (symmetric weights, as TFLite, XNNPACK and ONNX "
-            f"Runtime's fast path require); got {zero_point!r}"
-        )
-    return np.broadcast_to(scale32, (out_channels,)).astype(np.float32), per_tensor
 
 
 def _normalize_out_dtype(out_dtype: npt.DTypeLike | None) -> np.dtype[Any] | None:
@@ -732,49 +526,14 @@ class QConv1x1:
         self.activation, clamp = _normalize_activation(activation)
         self.out_dtype = _normalize_out_dtype(out_dtype)
 
-        _refuse_masked("weight", weight)
-        weight = np.asarray(weight)
-        if weight.dtype != np.int8:
-            hint = (
-                " or build the layer with QConv1x1.from_float" if weight.dtype.kind == "f" else ""
-            )
-            raise TypeError(f"weight must be int8 on the quantized path; got {weight.dtype}{hint}")
-        if weight.ndim == 4 and weight.shape[2:] == (1, 1):
-            weight = weight.reshape(weight.shape[:2])
-        if weight.ndim != 2 or 0 in weight.shape:
-            raise ValueError(
-                "weight must be (K, C/groups) or (K, C/groups, 1, 1) for a 1x1 convolution; "
-                f"got shape {weight.shape}"
-            )
-        if weight.shape[0] % self.groups != 0:
-            raise ValueError(
-                f"groups={self.groups} must divide the output channels K={weight.shape[0]} "
-                f"(weight shape {weight.shape})"
-            )
-        self.weight = np.array(weight, dtype=np.int8, order="C")
+        self.weight = _normalize_weight(weight, self.groups, _check_int8_weight).copy()
         self.weight.flags.writeable = False
         self.out_channels, channels_per_group = self.weight.shape
         self.in_channels = channels_per_group * self.groups
-
-        if bias is not None:
-            _refuse_masked("bias", bias)
-            bias = np.asarray(bias)
-            if bias.dtype != np.int32:
-                hint = (
-                    ": quantize it to int32 in scale x_scale * w_scale[k], or build the layer "
-                    "with QConv1x1.from_float"
-                    if bias.dtype.kind == "f"
-                    else ""
-                )
-                raise TypeError(f"bias must be int32 on the quantized path; got {bias.dtype}{hint}")
-            if bias.shape != (self.out_channels,):
-                raise ValueError(
-                    f"bias must have shape ({self.out_channels},) (one per output channel); "
-                    f"got {bias.shape}"
-                )
-            bias = np.array(bias, dtype=np.int32, order="C")
-            bias.flags.writeable = False
-        self.bias = bias
+        self.bias = _normalize_bias(bias, self.out_channels, _check_int32_bias)
+        if self.bias is not None:
+            self.bias = self.bias.copy()
+            self.bias.flags.writeable = False
 
         x_scale32, x_zero_point = _per_tensor_qparams("x_quant", x_quant, "per-tensor activations")
         self.x_quant = QParams(float(x_scale32), x_zero_point)
@@ -938,34 +697,15 @@ class QConv1x1:
         scales. ``x_dtype`` is the dtype of the inputs the layer will see: it sets the
         default output dtype and the valid range of x's zero point.
         """
-        _refuse_masked("weight", weight)
-        weight = np.asarray(weight)
-        _check_float32("weight", weight)
-        if weight.ndim == 4 and weight.shape[2:] == (1, 1):
-            weight = weight.reshape(weight.shape[:2])
-        if weight.ndim != 2 or 0 in weight.shape:
-            raise ValueError(
-                "weight must be (K, C/groups) or (K, C/groups, 1, 1) for a 1x1 convolution; "
-                f"got shape {weight.shape}"
-            )
-        x_dtype = np.dtype(x_dtype)
-        if x_dtype not in QUANTIZED_X_DTYPES:
-            raise ValueError(f"x_dtype must be uint8 or int8; got {x_dtype}")
+        weight = _normalize_weight(weight, _normalize_groups(groups), _check_float32)
+        x_dtype = _quantized_dtype("x_dtype", x_dtype)
         x_scale32, x_zero_point = _per_tensor_qparams(
             "x_quant", x_quant, "per-tensor activations", x_dtype
         )
         w64 = weight.astype(np.float64)
-        if bias is not None:
-            _refuse_masked("bias", bias)
-            bias = np.asarray(bias)
-            _check_float32("bias", bias)
-            if bias.shape != (w64.shape[0],):
-                raise ValueError(
-                    f"bias must have shape ({w64.shape[0]},) (one per output channel); "
-                    f"got {bias.shape}"
-                )
-            if not np.all(np.isfinite(bias)):
-                raise ValueError("bias has NaN or Inf entries: from_float needs finite values")
+        bias = _normalize_bias(bias, w64.shape[0], _check_float32)
+        if bias is not None and not np.all(np.isfinite(bias)):
+            raise ValueError("bias has NaN or Inf entries: from_float needs finite values")
         if per_channel:
             peak = np.abs(w64).max(axis=1)
         else:

@@ -30,14 +30,18 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _kernels
-from ._api import (
+from ._api import Conv1x1, QConv1x1
+from ._checks import (
     QUANTIZED_X_DTYPES,
-    Conv1x1,
-    QConv1x1,
     QParams,
+    _check_out,
+    _check_scale,
+    _check_zero_point,
+    _check_zero_points,
     _is_int,
     _normalize_num_threads,
     _QParamsLike,
+    _quantized_dtype,
     _refuse_masked,
     _split_qparams,
 )
@@ -53,7 +57,6 @@ __all__ = [
 ]
 
 METHODS = ("minmax", "percentile")
-_DTYPE_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 #: Bins of the "percentile" histogram (as PyTorch's HistogramObserver).
 HISTOGRAM_BINS = 2048
 #: Smallest scale choose_qparams returns (float32 epsilon, as PyTorch): a narrower
@@ -66,16 +69,6 @@ SMALLEST_HISTOGRAM_SPAN = HISTOGRAM_BINS * float(np.finfo(np.float64).tiny)
 
 # ---------------------------------------------------------------------------------------
 # Argument checks
-
-
-def _quantized_dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
-    try:
-        result = np.dtype(dtype)
-    except TypeError:
-        result = None
-    if result not in QUANTIZED_X_DTYPES:
-        raise ValueError(f"dtype must be uint8 or int8; got {dtype!r}")
-    return result
 
 
 @overload
@@ -112,38 +105,11 @@ def _qparams_arrays(
     if axis is None and isinstance(scale, (float, np.floating)) and _is_int(zero_point):
         # Per tensor with plain numbers, the common case: the same checks, without the
         # array machinery below (it costs as much as quantizing 50k elements).
-        low, high = _DTYPE_RANGES[dtype]
-        scale32: np.float32 | npt.NDArray[np.float32] = np.float32(scale)
-        if not (math.isfinite(scale) and scale > 0 and math.isfinite(scale32) and scale32 > 0):
-            raise ValueError(f"scale must be a positive finite float32; got {scale!r}")
-        if not low <= zero_point <= high:
-            raise ValueError(
-                f"zero point {zero_point!r} is outside the {dtype} range [{low}, {high}]"
-            )
-        scales = np.array([scale32], dtype=np.float32)
-        zeros = np.array([zero_point], dtype=np.int32)
+        scales = _check_scale("qparams", scale).reshape(1)
+        zeros = np.array([_check_zero_point("qparams", zero_point, dtype)], dtype=np.int32)
         return scales, zeros, max(math.prod(shape), 1)
-    try:
-        scale = np.asarray(scale, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"scale must be a float or an array of floats; got {scale!r}") from None
-    zero_array = np.asarray(zero_point)
-    if zero_array.dtype.kind not in "iu" and not (
-        zero_array.dtype.kind == "f" and np.all(zero_array == np.round(zero_array))
-    ):
-        raise TypeError(f"zero point must be an int or an array of ints; got {zero_point!r}")
-    if scale.ndim > 1 or zero_array.ndim > 1:
-        raise ValueError("scale and zero point must be scalars or 1-D arrays")
-    if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
-        raise ValueError(f"scale must be positive and finite; got {scale!r}")
-    scale32 = scale.astype(np.float32)
-    if not np.all(scale32 > 0) or not np.all(np.isfinite(scale32)):
-        raise ValueError(f"scale {scale!r} is not a positive finite float32")
-    info = np.iinfo(dtype)
-    if np.any(zero_array < info.min) or np.any(zero_array > info.max):
-        raise ValueError(
-            f"zero point {zero_point!r} is outside the {dtype} range [{info.min}, {info.max}]"
-        )
+    scale32 = _check_scale("qparams", scale)
+    zero_array = _check_zero_points("qparams", zero_point, dtype)
     ndim = len(shape)
     if axis is None:
         if scale32.size != 1 or zero_array.size != 1:
@@ -164,23 +130,8 @@ def _qparams_arrays(
             # (even 2**40 in an empty array) then costs no per-entry arrays.
             count, inner = 1, math.prod(shape)
     scales = np.ascontiguousarray(np.broadcast_to(scale32.reshape(-1), (count,)))
-    zeros = np.ascontiguousarray(np.broadcast_to(zero_array.reshape(-1).astype(np.int32), (count,)))
+    zeros = np.ascontiguousarray(np.broadcast_to(zero_array.reshape(-1), (count,)))
     return scales, zeros, max(inner, 1)
-
-
-def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-    if out is None:
-        return np.empty(shape, dtype)
-    _refuse_masked("out", out)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array; got {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != dtype:
-        raise ValueError(
-            f"out must be {dtype} with shape {tuple(shape)}; got {out.dtype} {out.shape}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    return out
 
 
 def _run_elementwise(
@@ -195,8 +146,6 @@ def _run_elementwise(
     """Run the kernel into dst (any layout): through a C-contiguous buffer if needed."""
     direct = dst.flags.c_contiguous and dst.flags.aligned
     target = dst if direct else np.empty(dst.shape, dst.dtype)
-    if np.may_share_memory(src, target) and np.shares_memory(src, target):
-        raise ValueError("out must not overlap the input")
     _kernels.quantize_elementwise(
         src, target, scales, zeros, inner, quantizing, _normalize_num_threads(num_threads)
     )
@@ -225,7 +174,7 @@ def quantize(
     division is in float32 and rounds half to even, as ONNX QuantizeLinear; NaN becomes
     the zero point, +-inf saturate. Any float input is converted to float32 first.
     """
-    dtype = _quantized_dtype(dtype)
+    dtype = _quantized_dtype("dtype", dtype)
     _refuse_masked("x", x)
     x = np.asarray(x)
     if x.dtype.kind != "f":
@@ -233,7 +182,7 @@ def quantize(
     # Aligned too: the kernel reads floats through typed pointers.
     x = np.require(np.asarray(x, dtype=np.float32), requirements=("C_CONTIGUOUS", "ALIGNED"))
     scales, zeros, inner = _qparams_arrays(qparams, dtype, axis, x.shape)
-    out = _check_out(out, x.shape, dtype)
+    out = np.empty(x.shape, dtype) if out is None else _check_out(out, x.shape, dtype, {"x": x})
     return _run_elementwise(x, out, scales, zeros, inner, True, num_threads)
 
 
@@ -254,7 +203,10 @@ def dequantize(
         raise TypeError(f"dequantize wants a uint8 or int8 array; got {xq.dtype}")
     xq = np.require(xq, requirements=("C_CONTIGUOUS",))
     scales, zeros, inner = _qparams_arrays(qparams, xq.dtype, axis, xq.shape)
-    out = _check_out(out, xq.shape, np.dtype(np.float32))
+    if out is None:
+        out = np.empty(xq.shape, np.float32)
+    else:
+        out = _check_out(out, xq.shape, np.float32, {"xq": xq})
     return _run_elementwise(xq, out, scales, zeros, inner, False, num_threads)
 
 
@@ -337,7 +289,7 @@ class Observer:
         method: str = "minmax",
         percentile: float = 99.99,
     ) -> None:
-        self.dtype = _quantized_dtype(dtype)
+        self.dtype = _quantized_dtype("dtype", dtype)
         self.symmetric = bool(symmetric)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}")
@@ -568,7 +520,7 @@ class QuantizedSequential:
         build the quantized chain (weights symmetric int8, per output channel unless
         ``per_channel=False``; activations asymmetric in ``x_dtype``)."""
         layers = _check_chain(layers)
-        x_dtype = _quantized_dtype(x_dtype)
+        x_dtype = _quantized_dtype("x_dtype", x_dtype)
         if isinstance(calibration_inputs, np.ndarray):
             calibration_inputs = [calibration_inputs]
         if not isinstance(calibration_inputs, Iterable):

@@ -1357,7 +1357,10 @@ def test_quantize_dequantize_errors():
         quantize(x, (0.1, 1.5))
     with pytest.raises(TypeError, match="zero point"):
         quantize(x, (0.1, "3"))
-    assert np.array_equal(quantize(x, (0.1, 3.0)), quantize(x, (0.1, 3)))
+    # A whole float is no int either (as for the layers' zero points: one check for both).
+    for bad in (3.0, np.float32(3), np.array([3.0, 1.0, 2.0])):
+        with pytest.raises(TypeError, match="zero point"):
+            quantize(x, (0.1, bad), axis=None if np.ndim(bad) == 0 else 1)
     # scale
     for bad in (0.0, -0.1, np.nan, np.inf, -np.inf, 1e-50, 1e39):
         with pytest.raises(ValueError, match="scale"), np.errstate(over="ignore"):
@@ -1402,13 +1405,16 @@ def test_quantize_dequantize_errors():
         with pytest.raises(TypeError, match="axis"):
             dequantize(xq, qp, axis=axis)
     quantize(x, qp, axis=np.int64(-4))
-    # out
-    for bad_out in (np.empty((2, 3, 4), np.uint8), np.empty(x.shape, np.int8), np.empty(x.shape)):
-        with pytest.raises(ValueError, match="out"):
+    # out: a wrong shape is a ValueError, a wrong dtype a TypeError (as for the layers)
+    with pytest.raises(ValueError, match="out"):
+        quantize(x, qp, np.uint8, out=np.empty((2, 3, 4), np.uint8))
+    with pytest.raises(ValueError, match="out"):
+        dequantize(xq, qp, out=np.empty((2, 3, 4, 6), np.float32))
+    for bad_out in (np.empty(x.shape, np.int8), np.empty(x.shape)):
+        with pytest.raises(TypeError, match="out"):
             quantize(x, qp, np.uint8, out=bad_out)
-    for bad_out in (np.empty((2, 3, 4, 6), np.float32), np.empty(x.shape, np.float64)):
-        with pytest.raises(ValueError, match="out"):
-            dequantize(xq, qp, out=bad_out)
+    with pytest.raises(TypeError, match="out"):
+        dequantize(xq, qp, out=np.empty(x.shape, np.float64))
     read_only = np.empty(x.shape, np.uint8)
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
