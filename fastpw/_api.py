@@ -4,8 +4,8 @@ This module knows no ISA. It turns arguments into a `_kernels.F32Plan` (weights,
 groups, layout, fused clamp) and hands arrays to the plan's fast path; anything the fast
 path declines (a strided or non-contiguous input, an output view it cannot write
 directly, a bad argument) comes back here to be copied once or reported clearly. The
-checks that fastpw.quant shares (arrays, qparams, thread counts) are in
-`fastpw._checks`; the layers' own settings (layout, stride, groups, activation) are
+checks that fastpw.quant shares (arrays, qparams, thread counts, the weight scale) are
+in `fastpw._checks`; the layers' own settings (layout, stride, groups, activation) are
 checked here.
 """
 
@@ -40,6 +40,7 @@ from ._checks import (
     _QParamsLike,
     _quantized_dtype,
     _refuse_masked,
+    _symmetric_scale,
 )
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -688,14 +689,19 @@ class QConv1x1:
     ) -> QConv1x1:
         """Quantize float32 weights symmetrically and build the layer.
 
-        w_scale[k] = float32(max_c |w[k, c]| / 127) per output channel (per_channel=True)
-        or float32(max |w| / 127) for the tensor; an all-zero channel or tensor gets 1.0.
-        Where a bias would not fit the int32 accumulator with room for any sum of
-        products (|bias_q| > 2**31 - 1 - Cg * 255 * 127), the scale is raised until it
-        does. w_q = clip(rint(w / w_scale), -127, 127) as int8; bias_q[k] = rint(bias[k] /
-        (x_scale * w_scale[k])) as int32 (clipped to int32), in float64 from the float32
-        scales. ``x_dtype`` is the dtype of the inputs the layer will see: it sets the
-        default output dtype and the valid range of x's zero point.
+        w_scale[k] = float32(peak[k] / 127), at least ``fastpw.quant.MIN_SCALE``, where
+        peak[k] = max_c |w[k, c]| per output channel (per_channel=True) or max |w| for
+        the tensor; an all-zero channel or tensor (peak 0) gets 1.0, as any scale
+        represents 0 exactly. These are the scales of ``fastpw.quant.choose_qparams(w,
+        np.int8, symmetric=True)`` (``axis=0`` per channel): one formula for both. Where
+        a bias would not fit the int32 accumulator with room for any sum of products
+        (|bias_q| > 2**31 - 1 - Cg * 255 * 127), the peak is raised until it does; so an
+        all-zero channel with a nonzero bias gets the smallest scale at which its bias
+        fits (at least MIN_SCALE), which keeps the bias precise. w_q = clip(rint(w /
+        w_scale), -127, 127) as int8; bias_q[k] = rint(bias[k] / (x_scale *
+        w_scale[k])) as int32 (clipped to int32), in float64 from the float32 scales.
+        ``x_dtype`` is the dtype of the inputs the layer will see: it sets the default
+        output dtype and the valid range of x's zero point.
         """
         weight = _normalize_weight(weight, _normalize_groups(groups), _check_float32)
         x_dtype = _quantized_dtype("x_dtype", x_dtype)
@@ -720,8 +726,7 @@ class QConv1x1:
         if bias is not None and bias_room > 0:
             needed = np.abs(bias.astype(np.float64)) / (float(x_scale32) * bias_room)
             peak = np.maximum(peak, 127.0 * (needed if per_channel else needed.max()))
-        with np.errstate(over="ignore"):  # (checked just below)
-            w_scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        w_scale = _symmetric_scale(peak)  # (inf where it overflows: checked just below)
         if bias is not None and not np.all(np.isfinite(w_scale[np.isfinite(own_peak)])):
             raise ValueError(_bias_beyond_int32_message(bias, own_peak, x_scale32, bias_room))
         w_q = np.clip(np.rint(w64 / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
@@ -769,7 +774,7 @@ def _bias_beyond_int32_message(
     """from_float's error for a bias that no float32 weight scale brings into the int32
     accumulator: it names the bias and the x_quant scale (the user's arguments; the
     weight scale is derived) and the values that would fit."""
-    own_scale = np.where(weight_peak > 0, weight_peak / 127.0, 1.0)  # the weights' own scale
+    own_scale = _symmetric_scale(weight_peak).astype(np.float64)  # the weights' own scale
     x_scale = float(x_scale32)
     magnitude = np.abs(bias.astype(np.float64))
     # The x_quant scale at which each bias fits beside its weights at their own scale.

@@ -1,10 +1,11 @@
 """The checks of what callers pass: one home for each, used by the layers and by quant.
 
 Arrays (weight, bias, ``out``, masked arrays), quantization parameters (scale, zero
-point, the (scale, zero_point) pair) and thread counts. ``fastpw._api`` (the layers and
-``conv1x1``) and ``fastpw.quant`` both import from here and from nowhere else for these,
-so a fault is reported in the same words wherever it is made (scikit-learn's
-``utils/validation.py`` plays this part there).
+point, the (scale, zero_point) pair), thread counts, and the one formula that turns a
+range into a scale. ``fastpw._api`` (the layers and ``conv1x1``) and ``fastpw.quant``
+both import from here and from nowhere else for these, so a fault is reported in the
+same words wherever it is made, and a range gets the same scale wherever it is chosen
+(scikit-learn's ``utils/validation.py`` plays this part there).
 
 Nothing here knows a layer, a plan or an ISA: each function checks one argument (or
 one pair) and returns it normalized, or raises TypeError (a wrong kind of value) or
@@ -24,6 +25,9 @@ import numpy.typing as npt
 
 MAX_THREADS = 65536  # the kernels cap any larger request to this
 QUANTIZED_X_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+#: Smallest scale a nonzero range gets (float32 epsilon, as PyTorch's observers): a
+#: narrower one would make requantization multipliers overflow.
+MIN_SCALE = float(np.finfo(np.float32).eps)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _EIGHT_BIT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
@@ -354,3 +358,27 @@ def _normalize_w_quant(w_quant: Any, out_channels: int) -> tuple[npt.NDArray[np.
             f"Runtime's fast path require); got {zero_point!r}"
         )
     return np.broadcast_to(scale32, (out_channels,)).astype(np.float32), per_tensor
+
+
+# ---------------------------------------------------------------------------------------
+# From a range to a scale: the one formula
+
+
+def _range_scale(width: npt.ArrayLike, steps: float) -> npt.NDArray[np.float32]:
+    """The float32 scale that spreads a range `width` wide (float64 >= 0, a number or an
+    array) over `steps` quantization steps: width / steps in float64, at least
+    MIN_SCALE, rounded to float32; inf where that overflows float32 (the callers
+    report it). A range of width 0 (all-zero data, an all-zero weight channel) gets 1.0,
+    as in ONNX Runtime's quantization tools: any scale represents 0 exactly, and a bias
+    quantized beside such a channel, bias / (x_scale * w_scale), stays in int32, where
+    MIN_SCALE would overflow it for any |bias| above about 256 * x_scale."""
+    width = np.asarray(width, dtype=np.float64)
+    with np.errstate(over="ignore"):  # (inf: see above)
+        return np.where(width > 0, np.maximum(width / steps, MIN_SCALE), 1.0).astype(np.float32)
+
+
+def _symmetric_scale(amax: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """The scale of symmetric 8-bit quantization of [-amax, amax]: 127 steps each side
+    of the zero point (int8 weights use [-127, 127]). Per channel, amax is each
+    channel's max |w|; per tensor, the tensor's."""
+    return _range_scale(amax, 127.0)

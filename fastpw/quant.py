@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from . import _kernels
 from ._api import Conv1x1, QConv1x1
+from ._checks import MIN_SCALE as MIN_SCALE  # (public here: choose_qparams's floor)
 from ._checks import (
     QUANTIZED_X_DTYPES,
     QParams,
@@ -38,12 +39,15 @@ from ._checks import (
     _check_scale,
     _check_zero_point,
     _check_zero_points,
+    _dtype_range,
     _is_int,
     _normalize_num_threads,
     _QParamsLike,
     _quantized_dtype,
+    _range_scale,
     _refuse_masked,
     _split_qparams,
+    _symmetric_scale,
 )
 
 __all__ = [
@@ -59,9 +63,6 @@ __all__ = [
 METHODS = ("minmax", "percentile")
 #: Bins of the "percentile" histogram (as PyTorch's HistogramObserver).
 HISTOGRAM_BINS = 2048
-#: Smallest scale choose_qparams returns (float32 epsilon, as PyTorch): a narrower
-#: range would make requantization multipliers overflow.
-MIN_SCALE = float(np.finfo(np.float32).eps)
 #: Narrowest range the "percentile" histogram spans: its bins are then no narrower than
 #: the smallest normal float64.
 SMALLEST_HISTOGRAM_SPAN = HISTOGRAM_BINS * float(np.finfo(np.float64).tiny)
@@ -220,17 +221,15 @@ def _qparams_from_range(
     """QParams covering [lo, hi] (arrays or scalars, float64), widened to contain 0."""
     lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
     hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
-    info = np.iinfo(dtype)
+    q_min, q_max = _dtype_range(dtype)
     if symmetric:
         # [-amax, amax] on 255 levels around the zero point: 0 for int8, 128 for uint8.
-        amax = np.maximum(-lo, hi)
-        scale = np.maximum(amax / 127.0, MIN_SCALE).astype(np.float32)
-        zero_point = np.full(scale.shape, 0 if info.min < 0 else 128, dtype=np.int64)
+        scale = _symmetric_scale(np.maximum(-lo, hi))
+        zero_point = np.full(scale.shape, 0 if q_min < 0 else 128, dtype=np.int64)
     else:
-        scale = np.maximum((hi - lo) / float(info.max - info.min), MIN_SCALE).astype(np.float32)
-        zero_point = np.clip(
-            info.min - np.rint(lo / scale.astype(np.float64)), info.min, info.max
-        ).astype(np.int64)
+        scale = _range_scale(hi - lo, float(q_max - q_min))
+        lo_steps = np.rint(lo / scale.astype(np.float64))  # (<= 0)
+        zero_point = np.clip(q_min - lo_steps, q_min, q_max).astype(np.int64)
     if not np.all(np.isfinite(scale)):
         raise ValueError(f"the range [{lo.min()}, {hi.max()}] is too wide for a float32 scale")
     if scale.ndim == 0:
@@ -253,8 +252,14 @@ def choose_qparams(
     (so the same as an ``Observer`` that saw x). The range is widened to contain 0, so 0
     is exactly representable. Asymmetric: scale = (hi - lo) / (qmax - qmin), zero point
     = qmin - rint(lo / scale). Symmetric: scale = max(|lo|, hi) / 127, zero point 0 for
-    int8 and 128 for uint8. Scales are float32, at least MIN_SCALE. Per axis
-    (``axis=``): arrays of scales and zero points (minmax only).
+    int8 and 128 for uint8 (with int8, per output channel, the weight scales
+    ``QConv1x1.from_float`` uses). Scales are float32, at least MIN_SCALE; a range of
+    width 0 (x all zero, or a channel all zero per axis) gets scale 1.0, as in ONNX
+    Runtime's quantization tools (PyTorch's observers give MIN_SCALE): any scale
+    represents 0 exactly, and a bias quantized beside an all-zero weight channel,
+    bias / (x_scale * w_scale), stays in int32 with 1.0, where MIN_SCALE would overflow
+    it for any |bias| above about 256 * x_scale. Per axis (``axis=``): arrays of scales
+    and zero points (minmax only).
     """
     observer = Observer(dtype, symmetric=symmetric, axis=axis, method=method, percentile=percentile)
     observer.update(x)
@@ -349,7 +354,8 @@ class Observer:
         lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         if 0 < hi - lo < SMALLEST_HISTOGRAM_SPAN:
             # Bins narrower than the smallest normal float64 cannot be told apart. Any
-            # range this narrow gives scale MIN_SCALE, and the same zero point, anyway.
+            # nonzero range this narrow gives scale MIN_SCALE, and the same zero point,
+            # anyway.
             hi = lo + SMALLEST_HISTOGRAM_SPAN
         if self.histogram is None:
             self.min, self.max = lo, hi

@@ -59,6 +59,8 @@ MULTI_TILE_SIZES = (23, 25, 29, 43, 95, 97, 129)
 REDUCTION_SIZES = (1, 2, 3, 4, 5, 6, 7, 9, 13, 31, 63, 64, 65, 127, 129, 255, 257, 513, 1031)
 MAX_CHANNELS_PER_GROUP = 1100
 MAX_ABS_BIAS = 2**30
+#: The smallest scale a nonzero range gets (float32 epsilon); a zero range gets 1.0.
+MIN_SCALE = float(np.finfo(np.float32).eps)
 assert MAX_CHANNELS_PER_GROUP * 255 * 128 + MAX_ABS_BIAS <= INT32_MAX
 #: Written into ``out`` buffers before a call; checked where nothing may be written.
 SENTINELS = {
@@ -1418,7 +1420,7 @@ def quantize_weights(weight, bias, x_scale, per_channel):
         room = 0.999 * float(INT32_MAX - w.shape[1] * 255 * 127)  # 0.1% for rounding
         needed = np.abs(np.asarray(bias, np.float64)) / (float(np.float32(x_scale)) * room)
         peak = np.maximum(peak, 127.0 * (needed if per_channel else needed.max()))
-    w_scale = (peak.astype(np.float64) / 127).astype(np.float32)
+    w_scale = np.maximum(peak.astype(np.float64) / 127, MIN_SCALE).astype(np.float32)
     w_scale[peak == 0] = 1.0
     wq = np.clip(np.rint(w / w_scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
     bq = None
@@ -1523,6 +1525,95 @@ def test_from_float_zero_weight_and_no_bias(isa, per_channel):
     np.testing.assert_array_equal(scale, np.ones(6, np.float32))
     x = np.full((1, 4, 2, 3), 200, np.uint8)
     np.testing.assert_array_equal(layer(x), np.zeros((1, 6, 2, 3), np.int32))
+
+
+def weight_with_zero_and_tiny_channels(rng, k=9, cg=5):
+    """Float32 weights (k, cg) whose channel 2 is all zero, channel 5 holds only
+    subnormals (its max / 127 underflows float32) and channel 7 is tiny (1e-10), the
+    rest ordinary."""
+    weight = (rng.standard_normal((k, cg)) * 0.3).astype(np.float32)
+    weight[2] = 0.0
+    weight[5] = np.float32(1e-44) * np.sign(rng.standard_normal(cg))
+    weight[7] = (rng.standard_normal(cg) * 1e-10).astype(np.float32)
+    return weight
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+@pytest.mark.parametrize("zero_tensor", [False, True], ids=["zero_channel", "zero_tensor"])
+def test_from_float_weight_scale_is_choose_qparams(isa, per_channel, zero_tensor):
+    """One formula for a weight scale (issue 13, item 3): from_float's w_scale is what
+    choose_qparams(w, int8, symmetric=True) gives (axis=0 per channel), for an all-zero
+    channel or tensor (1.0), a subnormal or tiny channel (MIN_SCALE) and ordinary ones
+    alike; and the layer runs bit for bit as the reference with those weights."""
+    rng = np.random.default_rng(72)
+    weight = weight_with_zero_and_tiny_channels(rng)
+    if zero_tensor:
+        weight[...] = 0.0
+    k, cg = weight.shape
+    axis = 0 if per_channel else None
+    expected = fastpw.quant.choose_qparams(weight, np.int8, symmetric=True, axis=axis)
+    x_quant, y_quant = (0.02, 128), (0.05, 3)
+    layer = fastpw.QConv1x1.from_float(
+        weight, x_quant=x_quant, y_quant=y_quant, per_channel=per_channel
+    )
+    scale = np.asarray(layer.w_quant.scale, np.float32)
+    np.testing.assert_array_equal(scale, np.asarray(expected.scale, np.float32))
+    assert np.all(np.asarray(expected.zero_point) == 0)
+    if per_channel or zero_tensor:
+        assert np.broadcast_to(scale, (k,))[2] == 1.0, "an all-zero channel gets 1.0"
+    if per_channel and not zero_tensor:
+        assert scale[5] == scale[7] == MIN_SCALE
+        assert (layer.weight[2] == 0).all() and (layer.weight[5] == 0).all()
+    x = random_x(rng, np.uint8, (2, cg, 3, 4))
+    reference = qconv1x1_reference(
+        x, layer.weight, None, x_quant=x_quant, w_quant=(scale, 0), y_quant=y_quant
+    )
+    assert_exact(layer(x), reference, "from_float layer vs reference")
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.uint8])
+def test_from_float_bias_on_an_all_zero_channel(isa, per_channel, out_dtype):
+    """A bias on an all-zero weight channel (a unit that only adds a constant): its
+    scale follows the bias (it would not fit int32 beside a tiny scale), the bias
+    survives quantization, and the layer runs bit for bit as the reference."""
+    rng = np.random.default_rng(73)
+    weight = weight_with_zero_and_tiny_channels(rng)
+    k, cg = weight.shape
+    bias = (rng.standard_normal(k) * 0.5).astype(np.float32)
+    bias[2] = 0.75  # the all-zero channel's
+    x_quant, y_quant = (0.02, 128), (0.01, 0)
+    layer = fastpw.QConv1x1.from_float(
+        weight,
+        bias,
+        x_quant=x_quant,
+        y_quant=y_quant,
+        per_channel=per_channel,
+        out_dtype=out_dtype,
+    )
+    _, bq, w_scale = quantize_weights(weight, bias, x_quant[0], per_channel)
+    scale = np.broadcast_to(np.asarray(layer.w_quant.scale, np.float32), (k,))
+    np.testing.assert_array_equal(scale, w_scale)
+    np.testing.assert_array_equal(layer.bias, bq)
+    assert (layer.weight[2] == 0).all()
+    step = float(np.float32(x_quant[0])) * float(scale[2])  # the bias's quantization step
+    assert abs(float(layer.bias[2]) * step - 0.75) <= 0.5 * step, "the bias survives"
+    x = random_x(rng, np.uint8, (2, cg, 3, 4))
+    reference = qconv1x1_reference(
+        x,
+        layer.weight,
+        layer.bias,
+        x_quant=x_quant,
+        w_quant=(np.asarray(layer.w_quant.scale), 0),
+        y_quant=y_quant,
+        out_dtype=out_dtype,
+    )
+    y = layer(x)
+    assert_exact(y, reference, "from_float layer vs reference")
+    if out_dtype == np.float32:  # the channel's output is its bias, everywhere
+        np.testing.assert_allclose(y[:, 2], 0.75, rtol=1e-6, atol=0.5 * step)
+    else:
+        assert (y[:, 2] == 75).all()  # 0.75 / y_scale 0.01
 
 
 @pytest.mark.parametrize("out_dtype", [None, np.uint8, np.int8, np.float32])

@@ -64,14 +64,19 @@ FEWER_EXAMPLES = max(10, settings.default.max_examples // 4)
 # ---------------------------------------------------------------------------- references
 
 
+def scale_reference(width, steps):
+    """The documented scale for a range `width` wide on `steps` steps: width / steps, at
+    least MIN_SCALE, and 1.0 for a range of width 0."""
+    return float(np.float32(max(width / steps, MIN_SCALE))) if width > 0 else 1.0
+
+
 def qparams_reference(lo, hi, dtype, symmetric=False):
     """The documented choice for a range [lo, hi] (python floats), widened to contain 0."""
     qmin, qmax = QDTYPE_RANGES[np.dtype(dtype)]
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if symmetric:
-        scale = float(np.float32(max(max(-lo, hi) / 127.0, MIN_SCALE)))
-        return scale, (0 if qmin < 0 else 128)
-    scale = float(np.float32(max((hi - lo) / (qmax - qmin), MIN_SCALE)))
+        return scale_reference(max(-lo, hi), 127.0), (0 if qmin < 0 else 128)
+    scale = scale_reference(hi - lo, qmax - qmin)
     zero_point = int(np.clip(qmin - np.rint(lo / scale), qmin, qmax))
     return scale, zero_point
 
@@ -649,7 +654,7 @@ def test_choose_qparams_minmax_properties(data, dtype, symmetric):
     if symmetric:
         assert qp.zero_point == (0 if np.dtype(dtype) == np.int8 else 128)
     if kind == "zero":
-        assert qp.scale == MIN_SCALE
+        assert qp.scale == 1.0
     check_covers(x, qp, dtype)
     # Data wider than MIN_SCALE's range uses (nearly) every level: the scale is not
     # larger than needed.
@@ -752,7 +757,7 @@ def test_choose_qparams_percentile_100_is_minmax(dtype, symmetric, kind):
 def test_choose_qparams_percentile_all_zero(dtype):
     qp = choose_qparams(np.zeros(100, np.float32), dtype, method="percentile")
     check_valid_qparams(qp, dtype)
-    assert qp.scale == MIN_SCALE
+    assert qp.scale == 1.0
 
 
 def test_choose_qparams_beyond_float32_range():
