@@ -1173,3 +1173,104 @@ def test_masked_out_is_left_alone():
     with pytest.raises(TypeError):
         float_layer()(valid()["x"], out=out)
     assert (out.data == 7.0).all() and out.mask.flat[0]
+
+
+# ------------------------------------------------- one check for the layers and quant
+
+
+def qlayer(**changes):
+    args = {**qvalid(), **changes}
+    del args["x"]
+    return fastpw.QConv1x1(args.pop("weight"), args.pop("bias"), **args)
+
+
+def conv_in_place():
+    x = f32(N, C, H, W)
+    return fastpw.conv1x1(x, np.eye(C, dtype=np.float32), out=x)
+
+
+def dequantize_in_place():
+    buffer = np.zeros(16, np.uint8)
+    return fastpw.quant.dequantize(buffer[:4], (0.1, 3), out=buffer.view(np.float32))
+
+
+# (id, the fault through the layers, the same fault through fastpw.quant, exception,
+# the message both give, with {} for the part that names the argument or its values).
+# Unlike the loose checks above, the words are pinned: the point is that both entry
+# points say the same thing, so a change of wording in fastpw/_checks.py changes this.
+SAME_FAULT = [
+    (
+        "out-dtype",
+        lambda: call(dict(valid(), out=np.zeros((N, K, H, W), np.int32))),
+        lambda: fastpw.quant.quantize(valid()["x"], (0.1, 3), out=np.zeros((N, C, H, W), np.int8)),
+        TypeError,
+        r"out must have dtype {}; got {}",
+    ),
+    (
+        "out-shape",
+        lambda: call(dict(valid(), out=f32(N, K, H, W + 1))),
+        lambda: fastpw.quant.quantize(valid()["x"], (0.1, 3), out=u8(N, C, H, W + 1)),
+        ValueError,
+        r"out must have shape \({}\); got \({}\)",
+    ),
+    (
+        "out-overlaps-the-input",
+        conv_in_place,
+        dequantize_in_place,
+        ValueError,
+        r"out overlaps {}; fastpw does not compute in place",
+    ),
+    (
+        "zero-point-float",
+        lambda: qlayer(x_quant=(0.02, 3.0)),
+        lambda: fastpw.quant.quantize(valid()["x"], (0.1, 3.0)),
+        TypeError,
+        r"{} zero point must be an int",
+    ),
+    (
+        "zero-point-range",
+        lambda: qlayer(y_quant=(0.1, 300), out_dtype=np.uint8),
+        lambda: fastpw.quant.quantize(valid()["x"], (0.1, 300)),
+        ValueError,
+        r"{} zero point 300 is outside the {} range \[0, 255\]",
+    ),
+    (
+        "scale-zero",
+        lambda: qlayer(x_quant=(0.0, 128)),
+        lambda: fastpw.quant.dequantize(qvalid()["x"], (0.0, 128)),
+        ValueError,
+        r"{} scale must be positive and finite; got 0.0",
+    ),
+    (
+        "num-threads",
+        lambda: call(dict(valid(), num_threads=0)),
+        lambda: fastpw.quant.quantize(valid()["x"], (0.1, 3), num_threads=0),
+        ValueError,
+        r"num_threads must be None or >= 1; got 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "layers,quant,exc,message", [c[1:] for c in SAME_FAULT], ids=[c[0] for c in SAME_FAULT]
+)
+def test_one_fault_one_answer_in_layers_and_quant(layers, quant, exc, message):
+    """The layers and fastpw.quant share their checks (fastpw/_checks.py, issue 13 item
+    3): one fault gives one exception and one message, whichever entry point sees it."""
+    pattern = message.replace("{}", r"[^;]+?")
+    for run in (layers, quant):
+        with pytest.raises(exc, match=pattern):
+            run()
+
+
+def test_quant_imports_nothing_private_from_the_layers():
+    """fastpw.quant takes its checks from fastpw._checks, not _api's private helpers."""
+    import ast
+    import inspect
+
+    for module, other in ((fastpw.quant, "_api"), (fastpw._api, "quant")):
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == other:
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{module.__name__} imports {private} from {other}"
