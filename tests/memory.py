@@ -8,7 +8,7 @@ that a kernel reading outside the view would pick up.
 from __future__ import annotations
 
 import numpy as np
-from reference import channel_axis
+from layouts import channel_axis
 
 MEMORY_KINDS = (
     "contiguous",

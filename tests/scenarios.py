@@ -20,10 +20,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from reference import assert_matches_reference, qconv1x1_reference, quantize_reference
 
 import fastpw
 from fastpw import quant
+from fastpw.testing import assert_matches_reference, qconv1x1_reference, quantize_reference
 
 # Enough work that a call with num_threads=2 really runs an OpenMP team of two.
 TEAM_SHAPE = dict(channels=64, out_channels=48, size=56)

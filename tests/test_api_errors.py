@@ -17,9 +17,9 @@ from types import FunctionType
 
 import numpy as np
 import pytest
-from reference import assert_matches_reference
 
 import fastpw
+from fastpw.testing import assert_matches_reference
 
 # A valid problem: x (2, 13, 5, 6) NCHW, weight (12, 13), bias (12,).
 N, C, H, W, K = 2, 13, 5, 6, 12

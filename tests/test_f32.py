@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from layouts import channel_axis, stride_pair, x_shape, y_shape
 from memory import MEMORY_KINDS, rearranged, unaligned_empty
-from reference import assert_matches_reference, channel_axis, stride_pair, x_shape, y_shape
 
 import fastpw
+from fastpw.testing import assert_matches_reference
 
 LAYOUTS = ("NCHW", "NHWC")
 #: The ``isa`` fixture runs each test under every family with its own float32 kernel.

@@ -24,7 +24,7 @@ An example is VALID when all its changes are; INVALID as soon as one is. Whateve
 verdict, a call that raises anything but TypeError/ValueError (IndexError,
 OverflowError, SystemError, ...) fails the test, and so does one that modifies an input
 (or, when it fails, its ``out``). A call that succeeds must give the independent
-reference's result: ``reference.py`` for the convolutions (float64 within its rigorous
+reference's result: ``fastpw.testing`` for the convolutions (float64 within its rigorous
 float32 bound; the int64 quantized reference bit for bit), numpy float32 expressions of
 the documented formulas for the quant helpers, bit for bit. Kernel families are drawn
 per example (and the family a layer is built under may differ from the one it is
@@ -53,19 +53,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layouts import channel_axis, y_shape
 from numpy.lib.stride_tricks import as_strided
-from reference import (
-    INT32_MAX,
-    INT32_MIN,
-    QDTYPE_RANGES,
-    assert_matches_reference,
-    dequantize_reference,
-    qconv1x1_accumulators,
-    qconv1x1_reference,
-    quantize_reference,
-    wrap_to_int32,
-    y_shape,
-)
 
 import fastpw
 from fastpw import QParams
@@ -77,6 +66,17 @@ from fastpw.quant import (
     fold_batchnorm,
     quantize,
     sqnr,
+)
+from fastpw.testing import (
+    INT32_MAX,
+    INT32_MIN,
+    QDTYPE_RANGES,
+    assert_matches_reference,
+    dequantize_reference,
+    qconv1x1_accumulators,
+    qconv1x1_reference,
+    quantize_reference,
+    wrap_to_int32,
 )
 
 FUZZ = settings(
@@ -550,10 +550,6 @@ def draw_threads(draw, case, phase="call"):
     promised = ValueError if isinstance(bad, int) and not isinstance(bad, bool) else None
     case.add(f"num_threads={bad!r}", GRAY if bad is True else INVALID, phase, promised)
     return bad
-
-
-def channel_axis(layout):
-    return 1 if layout == "NCHW" else 3
 
 
 def draw_out(draw, case, shape, dtype, x, phase, layout, swap_out=False):
@@ -1103,7 +1099,7 @@ def draw_quant_args(draw, case, p, build, x_dtype, out_channels):
 
 
 # ---------------------------------------------------------------------------------------
-# Checking a convolution's result against reference.py
+# Checking a convolution's result against fastpw.testing
 
 
 def presliced(x, layout, stride):

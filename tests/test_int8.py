@@ -1,7 +1,7 @@
 """int8 ``conv1x1`` and ``QConv1x1`` against the int64 reference, bit for bit, under every ISA.
 
 The quantized path is exact by contract: an integer accumulator, then a fixed sequence of
-float32 operations (reference.py spells it out). So every comparison here is exact
+float32 operations (fastpw.testing spells it out). So every comparison here is exact
 equality, never a tolerance. Every test that computes takes the ``isa`` fixture
 (conftest.py), so it runs once per kernel family this CPU can run that has an int8
 kernel of its own; shapes at MR, NR and lanes -1, +0 and +1 of every kernel (read from
@@ -27,23 +27,19 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from layouts import channel_axis, stride_pair, x_shape, y_shape
 from memory import MEMORY_KINDS, rearranged, unaligned_empty
-from reference import (
+from witnesses import near_miss_requantizations, requantization_witnesses
+
+import fastpw
+from fastpw.testing import (
     INT32_MAX,
     INT32_MIN,
     QDTYPE_RANGES,
-    channel_axis,
-    near_miss_requantizations,
     qactivation_bounds,
     qconv1x1_accumulators,
     qconv1x1_reference,
-    requantization_witnesses,
-    stride_pair,
-    x_shape,
-    y_shape,
 )
-
-import fastpw
 
 LAYOUTS = ("NCHW", "NHWC")
 X_DTYPES = (np.uint8, np.int8)

@@ -33,18 +33,18 @@ import onnxruntime as ort
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from layouts import x_shape
 from onnx import TensorProto, helper, numpy_helper
-from reference import (
+from witnesses import requantization_witnesses
+
+import fastpw
+from fastpw.testing import (
     INT32_MAX,
     INT32_MIN,
     QDTYPE_RANGES,
     qconv1x1_accumulators,
     qconv1x1_reference,
-    requantization_witnesses,
-    x_shape,
 )
-
-import fastpw
 
 LAYOUTS = ("NCHW", "NHWC")
 X_DTYPES = (np.uint8, np.int8)
@@ -373,7 +373,7 @@ def test_depthwise_groups_match_ort(isa, x_dtype, layout):
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
 def test_requantization_order_matches_ort(isa, x_dtype, layout, per_channel):
     """Accumulators on which one float32 rounding of the multiplier taken in another
-    order or precision changes the output (reference.requantization_witnesses): ONNX
+    order or precision changes the output (witnesses.requantization_witnesses): ONNX
     Runtime, the reference and fastpw agree on every one, so the contract's order is
     ONNX Runtime's."""
     x_scale, y_scale = 0.03, 3.7

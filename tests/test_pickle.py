@@ -5,7 +5,7 @@ arguments (weights, bias, qparams, layout, stride, groups, activation, out_dtype
 pickle, never the packed panels, and build again when loaded: for the kernel family
 active in the loading process. So a loaded layer gives the original's bits on the same
 family; on another family, int8 results are the same bits (the int8 arithmetic is exact)
-and float32 ones are within reference.py's bound (families sum in other orders).
+and float32 ones are within fastpw.testing's bound (families sum in other orders).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pickletools
 
 import numpy as np
 import pytest
-from reference import assert_matches_reference
 
 import fastpw
 from fastpw.quant import QuantizedSequential
+from fastpw.testing import assert_matches_reference
 
 ISAS = fastpw.available_isas()
 PROTOCOLS = list(range(pickle.HIGHEST_PROTOCOL + 1))

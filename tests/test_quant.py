@@ -3,18 +3,18 @@ is exact.
 
 - ``quantize`` / ``dequantize`` are exact by contract (ONNX QuantizeLinear /
   DequantizeLinear with float32 arithmetic): every comparison is equality with
-  ``quantize_reference`` / ``dequantize_reference`` below, which spell the contract out
-  in numpy float32 steps (float64/int64 only where that is exact). Tests that compute
-  take the ``isa`` fixture, so they run once per kernel family. "Witness" tests build
-  inputs on which plausible near-miss formulas (float64 division, multiplying by a
-  reciprocal, an unrounded float64 scale) give a different answer, and check that the
-  witnesses really tell the formulas apart, so the equality tests have teeth.
+  ``quantize_reference`` / ``dequantize_reference`` (``fastpw.testing``), which spell the
+  contract out in numpy float32 steps (float64/int64 only where that is exact). Tests
+  that compute take the ``isa`` fixture, so they run once per kernel family. "Witness"
+  tests build inputs on which plausible near-miss formulas (float64 division, multiplying
+  by a reciprocal, an unrounded float64 scale) give a different answer, and check that
+  the witnesses really tell the formulas apart, so the equality tests have teeth.
 - ``choose_qparams`` / ``Observer``: the documented formulas and their properties
   (0 exactly representable, the range covered within half a step).
 - ``fold_batchnorm``: conv(folded) against BatchNorm(conv) in float64, within a rigorous
   float32 bound.
 - ``QuantizedSequential``: the calibrated chain against a float64 float chain (SQNR) and,
-  layer by layer, against reference.py's int64 quantized reference, bit for bit.
+  layer by layer, against fastpw.testing's int64 quantized reference, bit for bit.
 """
 
 from __future__ import annotations
@@ -26,17 +26,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import (
-    EPS32,
-    QDTYPE_RANGES,
-    TINY32,
-    along_axis,
-    conv1x1_reference,
-    conv1x1_tolerance,
-    dequantize_reference,
-    qconv1x1_reference,
-    quantize_reference,
-)
+from layouts import along_axis
 
 import fastpw
 from fastpw import quant
@@ -49,6 +39,14 @@ from fastpw.quant import (
     quantize,
     sqnr,
 )
+from fastpw.testing import (
+    QDTYPE_RANGES,
+    conv1x1_reference,
+    conv1x1_tolerance,
+    dequantize_reference,
+    qconv1x1_reference,
+    quantize_reference,
+)
 
 #: The ``isa`` fixture runs each quantize/dequantize test under every family with its
 #: own kernel for them; the layer tests below say which operation they go through.
@@ -56,6 +54,8 @@ KERNEL_OPERATION = "quantize"
 X_DTYPES = (np.uint8, np.int8)
 LAYOUTS = ("NCHW", "NHWC")
 MIN_SCALE = float(np.finfo(np.float32).eps)
+#: float32's rounding unit and smallest normal number, for error bounds.
+EPS32, TINY32 = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).tiny)
 #: A fraction of the profile's example count for the heavier property tests (they run
 #: once per kernel family), so "dev" still gives many more than "ci".
 FEWER_EXAMPLES = max(10, settings.default.max_examples // 4)

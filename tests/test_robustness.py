@@ -29,14 +29,10 @@ import weakref
 
 import numpy as np
 import pytest
-from reference import (
-    assert_matches_reference,
-    qconv1x1_reference,
-    x_shape,
-    y_shape,
-)
+from layouts import x_shape, y_shape
 
 import fastpw
+from fastpw.testing import assert_matches_reference, qconv1x1_reference
 
 LAYOUTS = ("NCHW", "NHWC")
 MiB = 1 << 20
@@ -316,7 +312,7 @@ def test_gil_is_released_during_compute(kind):
 # rows, a row boundary in the middle, and
 # those around the pixels where a flat element or byte offset crosses 2**31 in either
 # layout. Every other pixel is all zeros, so its output is a per-channel constant: the
-# test checks every output element, the filled ranges against tests/reference.py and
+# test checks every output element, the filled ranges against fastpw.testing and
 # the rest against that constant.
 #
 # float32 with more than 2**31 elements would need 8.6 GB for the input alone (or for

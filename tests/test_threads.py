@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from reference import (
+
+import fastpw
+from fastpw.testing import (
     QDTYPE_RANGES,
     assert_matches_reference,
     qconv1x1_accumulators,
     qconv1x1_reference,
 )
-
-import fastpw
 
 #: The ``isa`` fixture runs each float32 test under every family with its own float32
 #: kernel; the int8 tests are marked for the int8 kernels.

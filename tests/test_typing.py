@@ -89,7 +89,7 @@ def test_package_passes_mypy_strict(mypy_run):
         for module in pkgutil.iter_modules([str(PACKAGE_DIR)])
         if f"fastpw.{module.name}" not in NOT_ANNOTATED
     )
-    assert {"fastpw._api", "fastpw._kernels", "fastpw.quant"} <= set(modules)
+    assert {"fastpw._api", "fastpw._kernels", "fastpw.quant", "fastpw.testing"} <= set(modules)
     args = ["-m", "fastpw"]
     for module in modules:
         args += ["-m", module]

@@ -26,6 +26,20 @@ from fastpw.quant import (
     quantize,
     sqnr,
 )
+from fastpw.testing import (
+    INT32_MAX,
+    INT32_MIN,
+    QDTYPE_RANGES,
+    assert_matches_reference,
+    conv1x1_reference,
+    conv1x1_tolerance,
+    dequantize_reference,
+    qactivation_bounds,
+    qconv1x1_accumulators,
+    qconv1x1_reference,
+    quantize_reference,
+    wrap_to_int32,
+)
 
 if TYPE_CHECKING:
     from typing import assert_type  # (mypy has it; running needs no package)
@@ -213,6 +227,37 @@ def quantized_chain(x: F32, first: fastpw.Conv1x1, second: fastpw.Conv1x1) -> No
     assert QuantizedSequential.calibrate([first], x).layers[0].in_channels == 16
 
 
+def checked_against_the_reference(rng: np.random.Generator, x: F32, layer: fastpw.Conv1x1) -> None:
+    """A user's own tests: fastpw's results against the float64/int64 reference."""
+    y = layer(x)
+    expected = conv1x1_reference(x, layer.weight, layer.bias, activation=layer.activation)
+    assert_type(expected, npt.NDArray[np.float64])
+    bound = conv1x1_tolerance(x, layer.weight, layer.bias, activation=layer.activation)
+    assert np.all(np.abs(y - expected) <= bound)
+    assert_matches_reference(y, x, layer.weight, layer.bias, "NCHW", 1, 1, layer.activation)
+
+    xq = rng.integers(0, 256, (1, 16, 5, 5), dtype=np.uint8)
+    wq = rng.integers(-127, 128, (8, 16), dtype=np.int8)
+    quantized = fastpw.QConv1x1(
+        wq, None, x_quant=(0.02, 128), w_quant=(0.005, 0), y_quant=(0.05, 3), activation="relu"
+    )
+    exact: npt.NDArray[Any] = qconv1x1_reference(
+        xq, wq, x_quant=(0.02, 128), w_quant=(0.005, 0), y_quant=(0.05, 3), activation="relu"
+    )
+    assert np.array_equal(quantized(xq), exact)
+    acc = wrap_to_int32(qconv1x1_accumulators(xq, wq, None, x_zero_point=128))
+    assert_type(acc, npt.NDArray[np.int64])
+    assert INT32_MIN <= acc.min() and acc.max() <= INT32_MAX
+    lo, hi = qactivation_bounds("relu", np.uint8, 0.05, 3)
+    assert (lo, hi) == (3, QDTYPE_RANGES[np.dtype(np.uint8)][1])
+
+    qparams = choose_qparams(x, np.uint8)
+    x8 = quantize(x, qparams)
+    assert np.array_equal(x8, quantize_reference(x, qparams.scale, qparams.zero_point, np.uint8))
+    back: F32 = dequantize_reference(x8, qparams.scale, qparams.zero_point)
+    assert np.array_equal(dequantize(x8, qparams), back)
+
+
 if TYPE_CHECKING:
 
     def misuse(x: F32, w: F32) -> None:
@@ -235,6 +280,7 @@ def main() -> None:
     quantized_path(rng, x)
     quant_helpers(rng, x)
     quantized_chain(x, first, second)
+    checked_against_the_reference(rng, x, first)
 
 
 if __name__ == "__main__":
