@@ -9,7 +9,8 @@ tests all check results against the same oracle:
   against both;
 - int8 path: ``qconv1x1_reference``, fastpw's int8 contract computed exactly, from
   ``qconv1x1_accumulators`` (int64), ``wrap_to_int32`` and ``qactivation_bounds``;
-- ``fastpw.quant``: ``quantize_reference`` and ``dequantize_reference``.
+- ``fastpw.quant``: ``quantize_reference``, ``dequantize_reference`` and
+  ``qparams_reference`` (the range-to-qparams choice of ``choose_qparams``).
 
 It is written to be obviously right, not fast: one ``np.einsum`` per group on the
 strided input, then bias, then the activation. It imports only numpy: none of fastpw's
@@ -43,6 +44,7 @@ __all__ = [
     "qactivation_bounds",
     "qconv1x1_accumulators",
     "qconv1x1_reference",
+    "qparams_reference",
     "quantize_reference",
     "wrap_to_int32",
 ]
@@ -431,3 +433,39 @@ def dequantize_reference(
     y: npt.NDArray[np.float32] = d32 * s32
     assert d32.dtype == s32.dtype == y.dtype == np.float32
     return y
+
+
+def qparams_reference(
+    lo: npt.ArrayLike, hi: npt.ArrayLike, dtype: npt.DTypeLike, symmetric: bool = False
+) -> tuple[float, int] | tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None:
+    """The (scale, zero_point) ``fastpw.quant.choose_qparams`` documents for the range
+    [lo, hi], widened to contain 0, or None where the scale overflows float32 (the range
+    is too wide).
+
+    Asymmetric: scale = float32(max((hi - lo) / (qmax - qmin), eps32)) and zero point =
+    clip(qmin - rint(lo / scale), qmin, qmax). Symmetric: scale = float32(max(max(-lo,
+    hi) / 127, eps32)) and zero point 0 for int8, 128 for uint8. A range of width 0
+    (all zeros) gets scale 1.0. Scalar ``lo`` and ``hi`` give (float, int), as
+    ``choose_qparams`` per tensor; arrays (one range per channel) give (float32 array,
+    int64 array).
+    """
+    qmin, qmax = QDTYPE_RANGES[np.dtype(dtype)]
+    lo64 = np.minimum(np.asarray(lo, np.float64), 0.0)
+    hi64 = np.maximum(np.asarray(hi, np.float64), 0.0)
+    if symmetric:
+        width, steps = np.maximum(-lo64, hi64), 127.0
+    else:
+        width, steps = hi64 - lo64, float(qmax - qmin)
+    with np.errstate(all="ignore"):
+        scale = np.maximum(width / steps, _EPS32).astype(np.float32)
+        scale = np.where(width > 0, scale, np.float32(1.0)).astype(np.float32)
+        if symmetric:
+            zero_point = np.full(scale.shape, 0 if qmin < 0 else 128, np.int64)
+        else:
+            rounded = np.rint(lo64 / scale.astype(np.float64))
+            zero_point = np.clip(qmin - rounded, qmin, qmax).astype(np.int64)
+    if not np.all(np.isfinite(scale)):
+        return None
+    if scale.ndim == 0:
+        return float(scale), int(zero_point)
+    return scale, zero_point

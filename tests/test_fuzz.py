@@ -75,6 +75,7 @@ from fastpw.testing import (
     dequantize_reference,
     qconv1x1_accumulators,
     qconv1x1_reference,
+    qparams_reference,
     quantize_reference,
     wrap_to_int32,
 )
@@ -1674,26 +1675,6 @@ def test_fuzz_dequantize_changes(focus, data):
 
 # ---------------------------------------------------------------------------------------
 # choose_qparams and Observer
-
-
-def qparams_reference(lo, hi, dtype, symmetric):
-    """The documented choice for the range [lo, hi] (float64 scalars or arrays), widened
-    to contain 0: (float32 scale, int64 zero point), or None where the scale overflows
-    float32 (the range is too wide). A range of width 0 gets scale 1.0."""
-    qmin, qmax = QDTYPE_RANGES[np.dtype(dtype)]
-    lo = np.minimum(np.asarray(lo, np.float64), 0.0)
-    hi = np.maximum(np.asarray(hi, np.float64), 0.0)
-    width, steps = (np.maximum(-lo, hi), 127.0) if symmetric else (hi - lo, float(qmax - qmin))
-    with np.errstate(all="ignore"):
-        scale = np.maximum(width / steps, EPS32).astype(np.float32)
-        scale = np.where(width > 0, scale, np.float32(1.0))
-        if symmetric:
-            zp = np.full(scale.shape, 0 if qmin < 0 else 128, np.int64)
-        else:
-            zp = np.clip(qmin - np.rint(lo / scale.astype(np.float64)), qmin, qmax)
-    if not np.all(np.isfinite(scale)):
-        return None
-    return scale, np.asarray(zp).astype(np.int64)
 
 
 BATCH_FAULTS = ["nan", "inf", "empty", "dtype", "none", "list", "bool"]

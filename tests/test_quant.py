@@ -45,6 +45,7 @@ from fastpw.testing import (
     conv1x1_tolerance,
     dequantize_reference,
     qconv1x1_reference,
+    qparams_reference,
     quantize_reference,
 )
 
@@ -61,24 +62,7 @@ EPS32, TINY32 = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).tiny
 FEWER_EXAMPLES = max(10, settings.default.max_examples // 4)
 
 
-# ---------------------------------------------------------------------------- references
-
-
-def scale_reference(width, steps):
-    """The documented scale for a range `width` wide on `steps` steps: width / steps, at
-    least MIN_SCALE, and 1.0 for a range of width 0."""
-    return float(np.float32(max(width / steps, MIN_SCALE))) if width > 0 else 1.0
-
-
-def qparams_reference(lo, hi, dtype, symmetric=False):
-    """The documented choice for a range [lo, hi] (python floats), widened to contain 0."""
-    qmin, qmax = QDTYPE_RANGES[np.dtype(dtype)]
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if symmetric:
-        return scale_reference(max(-lo, hi), 127.0), (0 if qmin < 0 else 128)
-    scale = scale_reference(hi - lo, qmax - qmin)
-    zero_point = int(np.clip(qmin - np.rint(lo / scale), qmin, qmax))
-    return scale, zero_point
+# ------------------------------------------------------------------------------- helpers
 
 
 def assert_exact(got, expected, what=""):

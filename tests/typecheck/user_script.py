@@ -37,6 +37,7 @@ from fastpw.testing import (
     qactivation_bounds,
     qconv1x1_accumulators,
     qconv1x1_reference,
+    qparams_reference,
     quantize_reference,
     wrap_to_int32,
 )
@@ -252,6 +253,7 @@ def checked_against_the_reference(rng: np.random.Generator, x: F32, layer: fastp
     assert (lo, hi) == (3, QDTYPE_RANGES[np.dtype(np.uint8)][1])
 
     qparams = choose_qparams(x, np.uint8)
+    assert tuple(qparams) == qparams_reference(x.min(), x.max(), np.uint8)
     x8 = quantize(x, qparams)
     assert np.array_equal(x8, quantize_reference(x, qparams.scale, qparams.zero_point, np.uint8))
     back: F32 = dequantize_reference(x8, qparams.scale, qparams.zero_point)
