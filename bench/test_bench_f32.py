@@ -11,8 +11,9 @@ transposes happen outside the timing. Before timing fastpw the suite waits
 ``BLAS_IDLE_SECONDS`` so OpenBLAS threads left polling by earlier numpy work do not
 compete with fastpw's OpenMP threads.
 
-Each case first checks its result against a float64 numpy reference, so the untimed
-smoke run (plain ``pytest``) is a real correctness check.
+Each case first checks its result against the float64 numpy reference
+(``fastpw.testing.conv1x1_reference``), so the untimed smoke run (plain ``pytest``) is a
+real correctness check.
 """
 
 from __future__ import annotations
@@ -28,16 +29,14 @@ from fastpw.shapes import (
     BLAS_IDLE_SECONDS,
     LAYOUTS,
     STANDARD_SHAPES,
-    TOLERANCE,
     LayerShape,
     benchmark_group,
     benchmark_info,
     empty_output,
     make_inputs,
-    max_relative_error,
     numpy_baseline,
-    reference_conv1x1,
 )
+from fastpw.testing import RELATIVE_TOLERANCE, conv1x1_reference, max_relative_error
 
 IMPLEMENTATIONS = ("fastpw", "numpy")
 
@@ -46,8 +45,8 @@ IMPLEMENTATIONS = ("fastpw", "numpy")
 def _case_data(shape: LayerShape, layout: str):
     """Inputs and float64 references (with and without bias) for one shape and layout."""
     x, weight, bias = make_inputs(shape, layout)
-    reference = reference_conv1x1(x, weight, bias, layout=layout)
-    return x, weight, bias, reference, reference_conv1x1(x, weight, None, layout=layout)
+    reference = conv1x1_reference(x, weight, bias, layout=layout)
+    return x, weight, bias, reference, conv1x1_reference(x, weight, None, layout=layout)
 
 
 def _fastpw_call(x, weight, bias, layout, threads):
@@ -76,7 +75,9 @@ def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
     try:
         call()  # correctness, once, outside the timed part
         error = max_relative_error(out, reference)
-        assert error <= TOLERANCE, f"{implementation} {layout}: max relative error {error:.2e}"
+        assert error <= RELATIVE_TOLERANCE, (
+            f"{implementation} {layout}: max relative error {error:.2e}"
+        )
 
         benchmark.group = benchmark_group(shape, threads)
         benchmark.extra_info.update(benchmark_info(shape, layout, threads, implementation))

@@ -21,8 +21,8 @@ implementation.
 Correctness comes first, outside the timing, so the untimed smoke run (plain ``pytest``)
 is a real check: fastpw's output must equal ONNX Runtime's bit for bit (NCHW; the NHWC
 row equals its transpose), and ONNX Runtime's must equal the contract's formula
-(``fastpw.shapes.reference_qconv1x1``), which also stands in for ONNX Runtime when it is
-not installed. On x86 CPUs without VNNI, ONNX Runtime's u8s8 kernels can saturate
+(``fastpw.testing.qconv1x1_reference``), which also stands in for ONNX Runtime when it
+is not installed. On x86 CPUs without VNNI, ONNX Runtime's u8s8 kernels can saturate
 16-bit pair sums (onnxruntime issue #16105) and the onnxruntime row fails its check:
 the failure says which side is off.
 
@@ -54,8 +54,8 @@ from fastpw.shapes import (
     onnxruntime_qlinearconv,
     onnxruntime_version,
     quantized_layer,
-    reference_qconv1x1,
 )
+from fastpw.testing import qconv1x1_reference
 
 ORT_VERSION = onnxruntime_version()
 IDLE_SECONDS = max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)
@@ -70,8 +70,10 @@ def _inputs(shape: LayerShape, layout: str) -> Int8Inputs:
 
 
 @functools.lru_cache(maxsize=1)
-def _reference_nchw(shape: LayerShape) -> np.ndarray:
-    return reference_qconv1x1(_inputs(shape, "NCHW"))
+def _qconv1x1_reference_nchw(shape: LayerShape) -> np.ndarray:
+    """The contract's uint8 output for the shape's NCHW operands (fastpw.testing)."""
+    inputs = _inputs(shape, "NCHW")
+    return qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,19 +111,19 @@ def _check_fastpw(shape, layout, threads, out):
     the contract's formula); on a mismatch, say whether fastpw matches the formula."""
     to_layout = (lambda y: y) if layout == "NCHW" else (lambda y: y.transpose(0, 2, 3, 1))
     if ORT_VERSION is None:
-        expected = to_layout(_reference_nchw(shape))
+        expected = to_layout(_qconv1x1_reference_nchw(shape))
         assert np.array_equal(out, expected), (
-            f"fastpw {layout} differs from the int8 formula (reference_qconv1x1): "
+            f"fastpw {layout} differs from the int8 formula (qconv1x1_reference): "
             + _difference(out, expected)
         )
         return
     expected = to_layout(_onnxruntime(shape, threads)[1])
     if not np.array_equal(out, expected):
-        formula = to_layout(_reference_nchw(shape))
+        formula = to_layout(_qconv1x1_reference_nchw(shape))
         verdict = (
-            "fastpw matches the formula (reference_qconv1x1): see the onnxruntime row"
+            "fastpw matches the formula (qconv1x1_reference): see the onnxruntime row"
             if np.array_equal(out, formula)
-            else "fastpw differs from the formula (reference_qconv1x1) too: "
+            else "fastpw differs from the formula (qconv1x1_reference) too: "
             + _difference(out, formula)
         )
         pytest.fail(
@@ -143,10 +145,10 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
         if ORT_VERSION is None:
             pytest.skip("onnxruntime and onnx are needed for the onnxruntime rows")
         call, result = _onnxruntime(shape, threads)
-        formula = _reference_nchw(shape)
+        formula = _qconv1x1_reference_nchw(shape)
         assert np.array_equal(result, formula), (
             f"onnxruntime {ORT_VERSION} QLinearConv differs from the int8 formula "
-            f"(reference_qconv1x1): {_difference(result, formula)}. On x86 without VNNI "
+            f"(qconv1x1_reference): {_difference(result, formula)}. On x86 without VNNI "
             "its u8s8 kernels can saturate 16-bit pair sums (onnxruntime#16105)."
         )
 

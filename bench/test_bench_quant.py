@@ -37,7 +37,8 @@ import pytest
 
 import fastpw
 from fastpw.quant import QuantizedSequential, choose_qparams, dequantize, quantize, sqnr
-from fastpw.shapes import BLAS_IDLE_SECONDS, LAYOUTS, TOLERANCE, max_relative_error
+from fastpw.shapes import BLAS_IDLE_SECONDS, LAYOUTS
+from fastpw.testing import RELATIVE_TOLERANCE, conv1x1_reference, max_relative_error
 
 #: The feature map of both families: N, C, H, W.
 N, C, H, W = 1, 64, 56, 56
@@ -158,11 +159,9 @@ def _mlp_input(seed: int) -> np.ndarray:
 
 
 def _mlp_reference(x_nchw: np.ndarray) -> np.ndarray:
-    """The channel MLP in float64 numpy, NCHW."""
-    w1, b1, w2, b2 = (array.astype(np.float64) for array in _mlp_weights())
-    pixels = x_nchw.reshape(C, H * W).astype(np.float64)
-    hidden = np.maximum(w1 @ pixels + b1[:, None], 0.0)
-    return (w2 @ hidden + b2[:, None]).reshape(N, C, H, W)
+    """The channel MLP in float64 (fastpw.testing's reference, layer after layer), NCHW."""
+    w1, b1, w2, b2 = _mlp_weights()
+    return conv1x1_reference(conv1x1_reference(x_nchw, w1, b1, activation="relu"), w2, b2)
 
 
 @functools.lru_cache(maxsize=2)
@@ -190,7 +189,9 @@ def _mlp_checked():
         _, _, _, _, float_out, int8_out = _mlp_case(layout)
         float_nchw = float_out if layout == "NCHW" else float_out.transpose(0, 3, 1, 2)
         error = max_relative_error(float_nchw, _mlp_reference(_mlp_input(0)))
-        assert error <= TOLERANCE, f"float32 channel MLP {layout}: max relative error {error}"
+        assert error <= RELATIVE_TOLERANCE, (
+            f"float32 channel MLP {layout}: max relative error {error}"
+        )
         sqnrs[layout] = sqnr(float_out, int8_out)
         assert sqnrs[layout] >= MIN_SQNR_DB, (
             f"int8 channel MLP {layout}: SQNR {sqnrs[layout]:.1f} dB < {MIN_SQNR_DB} dB"

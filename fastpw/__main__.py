@@ -5,15 +5,16 @@ Four parts, in order:
 1. Machine: fastpw version, CPU features, kernel family in use, OpenMP and threads, and
    the measured single-thread float32 FMA peak of the active family.
 2. Correctness: a few layers (stride 2, groups, fused activations, ``out`` channel
-   slices) against a float64 numpy reference. Any FAIL ends the run with status 1.
+   slices) against the float64 numpy reference, ``fastpw.testing.conv1x1_reference``.
+   Any FAIL ends the run with status 1.
 3. Benchmark: every layer of ``fastpw.shapes.STANDARD_SHAPES`` for fastpw (NCHW and/or
    NHWC, prepacked ``Conv1x1``) and numpy ``matmul`` on the same number of threads.
 4. int8 benchmark (``--no-int8`` skips it): the same layers quantized
    (``fastpw.shapes.make_int8_inputs``) for fastpw's prepacked ``QConv1x1`` (uint8
    output) and, when onnxruntime and onnx are installed, ONNX Runtime's QLinearConv on as
    many intra-op threads; each fastpw result is first checked bit for bit against ONNX
-   Runtime's (or, without it, against the int8 formula,
-   ``fastpw.shapes.reference_qconv1x1``). A mismatch ends the run with status 1.
+   Runtime's (or, without it, against the int8 reference,
+   ``fastpw.testing.qconv1x1_reference``). A mismatch ends the run with status 1.
    Speedups against ONNX Runtime and against part 3's float32 GFLOP/s.
 """
 
@@ -37,20 +38,22 @@ from fastpw.shapes import (
     BLAS_IDLE_SECONDS,
     ORT_IDLE_SECONDS,
     STANDARD_SHAPES,
-    TOLERANCE,
     LayerShape,
     empty_output,
     gflops,
     make_inputs,
     make_int8_inputs,
-    max_relative_error,
     measure,
     numpy_baseline,
     onnxruntime_qlinearconv,
     onnxruntime_version,
     quantized_layer,
-    reference_conv1x1,
-    reference_qconv1x1,
+)
+from fastpw.testing import (
+    RELATIVE_TOLERANCE,
+    conv1x1_reference,
+    max_relative_error,
+    qconv1x1_reference,
 )
 
 try:
@@ -205,7 +208,7 @@ def correctness_cases(threads: int):
 
         def run():
             y = fastpw.conv1x1(x, weight, bias, layout=layout, num_threads=threads, **options)
-            ref = reference_conv1x1(x, weight, bias, layout=layout, **options)
+            ref = conv1x1_reference(x, weight, bias, layout=layout, **options)
             return y, ref, True
 
         return label, run
@@ -229,7 +232,7 @@ def correctness_cases(threads: int):
                 rest = np.concatenate([buf[:, :lo], buf[:, lo + k :]], axis=1)
             else:
                 rest = np.concatenate([buf[..., :lo], buf[..., lo + k :]], axis=-1)
-            ref = reference_conv1x1(x, weight, bias, layout=layout, activation="relu")
+            ref = conv1x1_reference(x, weight, bias, layout=layout, activation="relu")
             return region, ref, bool(np.all(rest == 7.0))
 
         return label, run
@@ -239,7 +242,7 @@ def correctness_cases(threads: int):
 
     def run_big():
         layer = fastpw.Conv1x1(weight, bias, layout="NCHW")
-        return layer(x, num_threads=threads), reference_conv1x1(x, weight, bias), True
+        return layer(x, num_threads=threads), conv1x1_reference(x, weight, bias), True
 
     yield f"{big.name}, NCHW, bias, Conv1x1", run_big
     yield functional(37, 29, 13, 11, "NHWC", "37->29 13x11, NHWC, edge tiles")
@@ -275,7 +278,7 @@ def check_correctness(threads: int) -> list[dict]:
             if result.shape != reference.shape:
                 raise ValueError(f"output shape {result.shape}, expected {reference.shape}")
             error = max_relative_error(result, reference)
-            ok = error <= TOLERANCE and untouched
+            ok = error <= RELATIVE_TOLERANCE and untouched
             note = "" if untouched else "  (wrote outside its out slice)"
         except Exception as exc:  # report and go on: one broken path must not hide the rest
             error, ok, note = None, False, f"  ({type(exc).__name__}: {exc})"
@@ -378,6 +381,11 @@ def _from_nchw(y: np.ndarray, layout: str) -> np.ndarray:
     return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
 
 
+def _int8_reference(inputs) -> np.ndarray:
+    """The uint8 output the int8 contract gives for ``inputs`` (fastpw.testing)."""
+    return qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
+
+
 def benchmark_int8_shape(
     shape: LayerShape, layouts, threads: int, float_row: dict | None, use_ort: bool, quick: bool
 ) -> dict:
@@ -397,7 +405,7 @@ def benchmark_int8_shape(
         ort_call, _ = onnxruntime_qlinearconv(nchw, threads)  # session built once
         expected = ort_call().copy()
     else:
-        expected = reference_qconv1x1(nchw)
+        expected = _int8_reference(nchw)
     formula = None if use_ort else expected
     calls, verdicts = {}, []
     for layout in layouts:
@@ -410,7 +418,7 @@ def benchmark_int8_shape(
             verdicts.append("yes")
             continue
         if formula is None:  # fastpw and ONNX Runtime differ: which one is off?
-            formula = reference_qconv1x1(nchw)
+            formula = _int8_reference(nchw)
         verdicts.append("ORT off" if np.array_equal(out, _from_nchw(formula, layout)) else "NO")
         row[f"int8_{layout}_mismatches"] = int(
             np.count_nonzero(out != _from_nchw(expected, layout))
@@ -465,7 +473,7 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
             "no ONNX Runtime baseline: onnxruntime and onnx not both importable "
             f"(install them with: {BENCH_INSTALL})"
         )
-        exact = "exact = fastpw's uint8 output equals the int8 formula (reference_qconv1x1)"
+        exact = "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference)"
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
         f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa()}), best of "
@@ -523,7 +531,10 @@ def main(argv=None) -> int:
     peak = info["fma_peak_gflops_1thread"]
     print_machine(info)
 
-    print(f"\nCorrectness against float64 numpy (tolerance {TOLERANCE:.0e}, {threads} thread(s))")
+    print(
+        f"\nCorrectness against float64 numpy (tolerance {RELATIVE_TOLERANCE:.0e}, "
+        f"{threads} thread(s))"
+    )
     checks = check_correctness(threads)
     passed = all(c["passed"] for c in checks)
 

@@ -8,13 +8,12 @@ Besides the shape list it holds:
 
 - ``make_inputs``: deterministic float32 inputs, weights and bias for a shape and layout;
 - ``numpy_baseline``: the numpy GEMM that fastpw is compared with;
-- ``reference_conv1x1``: a plain float64 numpy 1x1 convolution (stride, groups,
-  activation) that results are compared against, and ``max_relative_error``;
 - ``measure``: a small adaptive timer (best and median of repeated runs);
 - ``make_int8_inputs``: deterministic quantized operands (uint8 x, int8 weight, int32
-  bias, per-channel weight scales) for the int8 path, ``reference_qconv1x1``: the int8
-  formula of ``fastpw.QConv1x1`` in numpy, and ``onnxruntime_qlinearconv``: ONNX
-  Runtime's QLinearConv on the same operands, the int8 baseline.
+  bias, per-channel weight scales) for the int8 path, and ``onnxruntime_qlinearconv``:
+  ONNX Runtime's QLinearConv on the same operands, the int8 baseline.
+
+The reference results are checked against is ``fastpw.testing``.
 
 It imports only numpy, never the compiled extension, so it can be used to prepare
 data before fastpw is even built. onnxruntime and onnx are optional: they are imported
@@ -28,8 +27,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._api import QConv1x1
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -45,11 +48,6 @@ BLAS_IDLE_SECONDS = 0.25
 #: Timed int8 comparisons wait this long after any ONNX Runtime call before timing
 #: fastpw (and before timing ONNX Runtime, so fastpw's OpenMP threads are asleep too).
 ORT_IDLE_SECONDS = 0.25
-
-#: Largest accepted ``max_relative_error`` between a float32 result and the float64
-#: reference. float32 dot products of length <= 2048 stay near 1e-6; 1e-4 leaves room
-#: for any summation order while still catching a wrong tile or a missed edge.
-TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -156,51 +154,6 @@ def numpy_baseline(
     return call, out
 
 
-def reference_conv1x1(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None = None,
-    *,
-    layout: str = "NCHW",
-    stride: int | tuple[int, int] = 1,
-    groups: int = 1,
-    activation: None | str | tuple[float, float] = None,
-) -> np.ndarray:
-    """Plain float64 numpy 1x1 convolution with PyTorch semantics (no padding).
-
-    Same arguments as ``fastpw.conv1x1``; returns a float64 array in ``layout``.
-    Output spatial size is ceil(H / sh) x ceil(W / sw).
-    """
-    sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    x64 = np.asarray(x, np.float64)
-    if layout == "NHWC":
-        x64 = x64.transpose(0, 3, 1, 2)
-    x64 = x64[:, :, ::sh, ::sw]
-    w64 = np.asarray(weight, np.float64).reshape(weight.shape[0], -1)
-    n, c, h, w = x64.shape
-    k = w64.shape[0]
-    cg, kg = c // groups, k // groups
-    y = np.empty((n, k, h, w), np.float64)
-    for g in range(groups):
-        x_g = x64[:, g * cg : (g + 1) * cg].reshape(n, cg, h * w)
-        y[:, g * kg : (g + 1) * kg] = np.matmul(w64[g * kg : (g + 1) * kg], x_g).reshape(
-            n, kg, h, w
-        )
-    if bias is not None:
-        y += np.asarray(bias, np.float64)[None, :, None, None]
-    if activation is not None:
-        lo, hi = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}.get(activation, activation)
-        np.clip(y, lo, hi, out=y)
-    return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
-
-
-def max_relative_error(result: np.ndarray, reference: np.ndarray) -> float:
-    """max |result - reference| divided by max |reference| (a scale-free error)."""
-    reference = np.asarray(reference, np.float64)
-    scale = float(np.max(np.abs(reference), initial=0.0)) or 1.0
-    return float(np.max(np.abs(np.asarray(result, np.float64) - reference), initial=0.0)) / scale
-
-
 @dataclass(frozen=True)
 class Timing:
     """Seconds per call: the best and the median sample, and how they were taken."""
@@ -274,6 +227,18 @@ class Int8Inputs:
     layout: str
 
     @property
+    def layer_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``fastpw.QConv1x1`` for these operands (quantization,
+        uint8 output, layout); ``fastpw.testing.qconv1x1_reference`` takes the same."""
+        return dict(
+            x_quant=self.x_quant,
+            w_quant=self.w_quant,
+            y_quant=self.y_quant,
+            out_dtype=np.uint8,
+            layout=self.layout,
+        )
+
+    @property
     def x_nchw(self) -> np.ndarray:
         """``x`` as a contiguous NCHW array (a copy for "NHWC" inputs)."""
         if self.layout == "NCHW":
@@ -322,32 +287,6 @@ def make_int8_inputs(
         y_quant=(y_scale, INT8_Y_ZERO_POINT),
         layout=layout,
     )
-
-
-def reference_qconv1x1(inputs: Int8Inputs) -> np.ndarray:
-    """The uint8 output ``fastpw.QConv1x1`` must produce for ``inputs``, in numpy.
-
-    The int8 formula of the API contract (ONNX QLinearConv as ONNX Runtime computes it)
-    for the benchmark's case only: stride 1, groups 1, no activation, uint8 output.
-    tests/reference.py holds the general reference; this one lets the benchmarks check
-    their results bit for bit without onnxruntime. The integer dot products are exact in
-    float64 (every partial sum is an integer below 2**53), so a BLAS matmul computes
-    them; wait ``BLAS_IDLE_SECONDS`` afterwards before timing fastpw.
-    """
-    x = inputs.x_nchw
-    n, c, h, w = x.shape
-    x_scale, x_zero_point = inputs.x_quant
-    w_scale, _ = inputs.w_quant
-    y_scale, y_zero_point = inputs.y_quant
-    centred = x.reshape(n, c, h * w).astype(np.float64) - x_zero_point
-    acc = np.matmul(inputs.weight.astype(np.float64), centred)
-    acc += inputs.bias.astype(np.float64)[:, None]
-    # float32 multiply, then float32 divide: ONNX Runtime's order.
-    multiplier = (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
-    scaled = acc.astype(np.float32) * multiplier[:, None]  # one float32 multiply
-    q = np.rint(scaled).astype(np.float64) + y_zero_point  # rint: half to even
-    y = np.clip(q, 0, 255).astype(np.uint8).reshape(n, -1, h, w)
-    return y if inputs.layout == "NCHW" else np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
 
 def onnxruntime_version() -> str | None:
@@ -441,20 +380,12 @@ def onnxruntime_qlinearconv(
     return call, out
 
 
-def quantized_layer(inputs: Int8Inputs):
+def quantized_layer(inputs: Int8Inputs) -> QConv1x1:
     """The prepacked fastpw layer for ``inputs`` (uint8 output), as bench/ and the CLI
     time it."""
     import fastpw  # here, so this module stays importable before the extension is built
 
-    return fastpw.QConv1x1(
-        inputs.weight,
-        inputs.bias,
-        x_quant=inputs.x_quant,
-        w_quant=inputs.w_quant,
-        y_quant=inputs.y_quant,
-        out_dtype=np.uint8,
-        layout=inputs.layout,
-    )
+    return fastpw.QConv1x1(inputs.weight, inputs.bias, **inputs.layer_options)
 
 
 def benchmark_group(shape: LayerShape, threads: int) -> str:

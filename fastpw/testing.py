@@ -6,7 +6,7 @@ tests all check results against the same oracle:
 
 - float32 path: ``conv1x1_reference`` (float64), ``conv1x1_tolerance`` (a rigorous bound
   on a float32 result's error) and ``assert_matches_reference``, which checks a result
-  against both;
+  against both; ``max_relative_error`` sums up a difference in one scale-free number;
 - int8 path: ``qconv1x1_reference``, fastpw's int8 contract computed exactly, from
   ``qconv1x1_accumulators`` (int64), ``wrap_to_int32`` and ``qactivation_bounds``;
 - ``fastpw.quant``: ``quantize_reference``, ``dequantize_reference`` and
@@ -37,10 +37,12 @@ __all__ = [
     "INT32_MAX",
     "INT32_MIN",
     "QDTYPE_RANGES",
+    "RELATIVE_TOLERANCE",
     "assert_matches_reference",
     "conv1x1_reference",
     "conv1x1_tolerance",
     "dequantize_reference",
+    "max_relative_error",
     "qactivation_bounds",
     "qconv1x1_accumulators",
     "qconv1x1_reference",
@@ -56,6 +58,13 @@ _QuantPair = tuple[npt.ArrayLike, npt.ArrayLike]
 
 _EPS32: Final = float(np.finfo(np.float32).eps)
 _TINY32: Final = float(np.finfo(np.float32).tiny)
+
+#: Largest ``max_relative_error`` that ``python -m fastpw`` and ``bench/`` accept between
+#: a float32 result and the float64 reference. float32 dot products of length <= 2048
+#: stay near 1e-6; 1e-4 leaves room for any summation order while still catching a wrong
+#: tile or a missed edge. (``conv1x1_tolerance`` is the rigorous, elementwise bound.)
+RELATIVE_TOLERANCE: Final = 1e-4
+
 
 # ------------------------------------------------------------------------------ layouts
 
@@ -222,6 +231,14 @@ def assert_matches_reference(
             f"(layout={layout}, stride={stride}, groups={groups}, activation={activation}); "
             f"first at {i}: got {got[i]!r}, expected {expected[i]!r} +- {tol[i]:.3g}"
         )
+
+
+def max_relative_error(result: npt.ArrayLike, reference: npt.ArrayLike) -> float:
+    """max |result - reference| divided by max |reference| (a scale-free error); compare
+    it with ``RELATIVE_TOLERANCE``."""
+    expected = np.asarray(reference, np.float64)
+    scale = float(np.max(np.abs(expected), initial=0.0)) or 1.0
+    return float(np.max(np.abs(np.asarray(result, np.float64) - expected), initial=0.0)) / scale
 
 
 # ============================================================================= int8 path

@@ -30,10 +30,12 @@ from fastpw.testing import (
     INT32_MAX,
     INT32_MIN,
     QDTYPE_RANGES,
+    RELATIVE_TOLERANCE,
     assert_matches_reference,
     conv1x1_reference,
     conv1x1_tolerance,
     dequantize_reference,
+    max_relative_error,
     qactivation_bounds,
     qconv1x1_accumulators,
     qconv1x1_reference,
@@ -236,6 +238,8 @@ def checked_against_the_reference(rng: np.random.Generator, x: F32, layer: fastp
     bound = conv1x1_tolerance(x, layer.weight, layer.bias, activation=layer.activation)
     assert np.all(np.abs(y - expected) <= bound)
     assert_matches_reference(y, x, layer.weight, layer.bias, "NCHW", 1, 1, layer.activation)
+    error: float = max_relative_error(y, expected)
+    assert error <= RELATIVE_TOLERANCE
 
     xq = rng.integers(0, 256, (1, 16, 5, 5), dtype=np.uint8)
     wq = rng.integers(-127, 128, (8, 16), dtype=np.int8)
