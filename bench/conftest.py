@@ -74,7 +74,7 @@ def pytest_report_header(config):
     timed = not config.getoption("benchmark_disable", default=False) or config.getoption(
         "benchmark_enable", default=False
     )
-    from fastpw.shapes import onnxruntime_version
+    from fastpw._peers import onnxruntime_version
 
     ort_version = onnxruntime_version() or "not installed (its rows skipped)"
     return [

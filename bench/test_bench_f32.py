@@ -4,7 +4,7 @@ Each case of ``fastpw.shapes.STANDARD_SHAPES`` x layout x implementation x threa
 is one pytest-benchmark row; rows are grouped by shape and thread count, and
 ``extra_info["gflops"]`` holds the throughput from the measured mean.
 
-The numpy baseline (``fastpw.shapes.numpy_baseline``) is the same GEMM written the
+The numpy baseline (``fastpw._peers.numpy_baseline``) is the same GEMM written the
 natural way for each layout, with its BLAS limited to the same thread count through
 threadpoolctl. Both sides write into a preallocated output; weight packing and
 transposes happen outside the timing. Before timing fastpw the suite waits
@@ -25,17 +25,9 @@ import pytest
 import threadpoolctl
 
 import fastpw
-from fastpw.shapes import (
-    BLAS_IDLE_SECONDS,
-    LAYOUTS,
-    STANDARD_SHAPES,
-    LayerShape,
-    benchmark_group,
-    benchmark_info,
-    empty_output,
-    make_inputs,
-    numpy_baseline,
-)
+from fastpw._peers import numpy_baseline
+from fastpw._timing import BLAS_IDLE_SECONDS, benchmark_group, benchmark_info
+from fastpw.shapes import LAYOUTS, STANDARD_SHAPES, LayerShape, empty_output, make_inputs
 from fastpw.testing import RELATIVE_TOLERANCE, conv1x1_reference, max_relative_error
 
 IMPLEMENTATIONS = ("fastpw", "numpy")

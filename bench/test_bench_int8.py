@@ -6,7 +6,7 @@ pytest-benchmark row. The rows of a shape are:
 - ``NCHW-fastpw`` and ``NHWC-fastpw``: ``fastpw.QConv1x1`` (weights packed once, untimed)
   on uint8 x, int8 per-channel weights and an int32 bias, uint8 output;
 - ``NCHW-onnxruntime``: ONNX Runtime's QLinearConv on the same operands
-  (``fastpw.shapes.onnxruntime_qlinearconv``: session built once per shape and thread
+  (``fastpw._peers.onnxruntime_qlinearconv``: session built once per shape and thread
   count, ``intra_op_num_threads`` = the row's thread count). QLinearConv's input layout is
   NCHW, and ONNX Runtime's work does not depend on which layout fastpw reads, so it is
   timed once per shape and thread count, not once per fastpw layout: both fastpw rows of
@@ -41,18 +41,14 @@ import numpy as np
 import pytest
 
 import fastpw
+from fastpw._peers import onnxruntime_qlinearconv, onnxruntime_version
+from fastpw._timing import BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS, benchmark_group, benchmark_info
 from fastpw.shapes import (
-    BLAS_IDLE_SECONDS,
-    ORT_IDLE_SECONDS,
     STANDARD_SHAPES,
     Int8Inputs,
     LayerShape,
-    benchmark_group,
-    benchmark_info,
     empty_output,
     make_int8_inputs,
-    onnxruntime_qlinearconv,
-    onnxruntime_version,
     quantized_layer,
 )
 from fastpw.testing import qconv1x1_reference

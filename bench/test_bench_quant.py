@@ -36,8 +36,9 @@ import numpy as np
 import pytest
 
 import fastpw
+from fastpw._timing import BLAS_IDLE_SECONDS
 from fastpw.quant import QuantizedSequential, choose_qparams, dequantize, quantize, sqnr
-from fastpw.shapes import BLAS_IDLE_SECONDS, LAYOUTS
+from fastpw.shapes import LAYOUTS
 from fastpw.testing import RELATIVE_TOLERANCE, conv1x1_reference, max_relative_error
 
 #: The feature map of both families: N, C, H, W.

@@ -34,19 +34,14 @@ import numpy as np
 
 import fastpw
 from fastpw import _kernels
+from fastpw._peers import numpy_baseline, onnxruntime_qlinearconv, onnxruntime_version
+from fastpw._timing import BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS, gflops, measure
 from fastpw.shapes import (
-    BLAS_IDLE_SECONDS,
-    ORT_IDLE_SECONDS,
     STANDARD_SHAPES,
     LayerShape,
     empty_output,
-    gflops,
     make_inputs,
     make_int8_inputs,
-    measure,
-    numpy_baseline,
-    onnxruntime_qlinearconv,
-    onnxruntime_version,
     quantized_layer,
 )
 from fastpw.testing import (
@@ -373,7 +368,7 @@ def geometric_mean(values) -> float:
 # ---------------------------------------------------------------------- int8 benchmark
 
 #: Wait after ONNX Runtime, BLAS (the numpy int8 formula) or fastpw work before timing
-#: the other: their idle threads spin for a while (see fastpw.shapes).
+#: the other: their idle threads spin for a while (see fastpw._timing).
 INT8_IDLE_SECONDS = max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)
 
 
