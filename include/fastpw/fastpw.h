@@ -58,11 +58,14 @@ typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
  * floats per vector register (the unit in which columns are computed) and, for the
  * benchmarks, a register-only FMA loop that returns the flops it did (NULL if none). */
 typedef struct fpw_f32_ukernel {
-    const char* name; /* <dtype>_gemm_<MR>x<NR>__<isa>, as the function is named */
+    const char* name; /* the function's name: fpw_<dtype>_gemm_<MR>x<NR>__<isa> */
     fpw_f32_gemm_fn gemm;
     size_t mr, nr, lanes;
     double (*fma_peak_loop)(long iterations);
 } fpw_f32_ukernel;
+
+/* A kernel's description, named after its function: the name is spelt once. */
+#define FPW_F32_UKERNEL(gemm_fn, MR, NR, LANES, fma_peak_fn) {#gemm_fn, gemm_fn, MR, NR, LANES, fma_peak_fn}
 
 /*
  * The int8 contract: the same tile, with exact integer accumulation and a fused
@@ -132,13 +135,17 @@ typedef void (*fpw_q8_gemm_fn)(const fpw_q8_tile* tile);
 /* An int8 microkernel as the tile loop and the tests see it: its register tile, the
  * int32 accumulators per vector register, and its operand format. */
 typedef struct fpw_q8_ukernel {
-    const char* name; /* <dtype>_gemm_<MR>x<NR>__<isa>, as the function is named */
+    const char* name; /* the function's name: fpw_<dtype>_gemm_<MR>x<NR>__<isa> */
     fpw_q8_gemm_fn gemm;
     size_t mr, nr, lanes;
     int format; /* FPW_Q8_DOT4 or FPW_Q8_PAIR16 */
     /* DOT4: the kernel reads activation bytes as int8 (sdot) rather than uint8 (vpdpbusd) */
     int signed_activations;
 } fpw_q8_ukernel;
+
+/* As FPW_F32_UKERNEL; SIGNED: the DOT4 kernel reads int8 activations (see above). */
+#define FPW_Q8_UKERNEL(gemm_fn, MR, NR, LANES, FORMAT, SIGNED)                                               \
+    {#gemm_fn, gemm_fn, MR, NR, LANES, FORMAT, SIGNED}
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))

@@ -151,12 +151,8 @@ static FPW_AVX2_TARGET double fpw_fma_peak_loop__avx2(long iterations) {
     return 12.0 * 8.0 * 2.0 * (double)iterations;
 }
 
-static const fpw_f32_ukernel fpw_f32_ukernel__avx2 = {.name = "fpw_f32_gemm_6x16__avx2",
-                                                      .gemm = fpw_f32_gemm_6x16__avx2,
-                                                      .mr = FPW_AVX2_MR,
-                                                      .nr = FPW_AVX2_NR,
-                                                      .lanes = 8,
-                                                      .fma_peak_loop = fpw_fma_peak_loop__avx2};
+static const fpw_f32_ukernel fpw_f32_ukernel__avx2 =
+    FPW_F32_UKERNEL(fpw_f32_gemm_6x16__avx2, FPW_AVX2_MR, FPW_AVX2_NR, 8, fpw_fma_peak_loop__avx2);
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_F32_AVX2_H */

@@ -141,12 +141,8 @@ static FPW_AVX512_TARGET double fpw_fma_peak_loop__avx512(long iterations) {
     return 24.0 * 16.0 * 2.0 * (double)iterations;
 }
 
-static const fpw_f32_ukernel fpw_f32_ukernel__avx512 = {.name = "fpw_f32_gemm_12x32__avx512",
-                                                        .gemm = fpw_f32_gemm_12x32__avx512,
-                                                        .mr = FPW_AVX512_MR,
-                                                        .nr = FPW_AVX512_NR,
-                                                        .lanes = 16,
-                                                        .fma_peak_loop = fpw_fma_peak_loop__avx512};
+static const fpw_f32_ukernel fpw_f32_ukernel__avx512 =
+    FPW_F32_UKERNEL(fpw_f32_gemm_12x32__avx512, FPW_AVX512_MR, FPW_AVX512_NR, 16, fpw_fma_peak_loop__avx512);
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_F32_AVX512_H */

@@ -230,12 +230,8 @@ static double fpw_fma_peak_loop__neon(long iterations) {
     return 24.0 * 4.0 * 2.0 * (double)iterations;
 }
 
-static const fpw_f32_ukernel fpw_f32_ukernel__neon = {.name = "fpw_f32_gemm_8x12__neon",
-                                                      .gemm = fpw_f32_gemm_8x12__neon,
-                                                      .mr = FPW_NEON_MR,
-                                                      .nr = FPW_NEON_NR,
-                                                      .lanes = 4,
-                                                      .fma_peak_loop = fpw_fma_peak_loop__neon};
+static const fpw_f32_ukernel fpw_f32_ukernel__neon =
+    FPW_F32_UKERNEL(fpw_f32_gemm_8x12__neon, FPW_NEON_MR, FPW_NEON_NR, 4, fpw_fma_peak_loop__neon);
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_F32_NEON_H */

@@ -42,11 +42,7 @@ static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
     }
 }
 
-static const fpw_f32_ukernel fpw_f32_ukernel__scalar = {.name = "fpw_f32_gemm_4x8__scalar",
-                                                        .gemm = fpw_f32_gemm_4x8__scalar,
-                                                        .mr = FPW_SCALAR_MR,
-                                                        .nr = FPW_SCALAR_NR,
-                                                        .lanes = 1,
-                                                        .fma_peak_loop = NULL};
+static const fpw_f32_ukernel fpw_f32_ukernel__scalar =
+    FPW_F32_UKERNEL(fpw_f32_gemm_4x8__scalar, FPW_SCALAR_MR, FPW_SCALAR_NR, 1, NULL);
 
 #endif /* FASTPW_F32_SCALAR_H */

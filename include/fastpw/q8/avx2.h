@@ -150,12 +150,8 @@ static FPW_AVX2_TARGET void fpw_q8_gemm_4x16__avx2(const fpw_q8_tile* t) {
 }
 #undef FPW_Q8_AVX2_CASE
 
-static const fpw_q8_ukernel fpw_q8_ukernel__avx2 = {.name = "fpw_q8_gemm_4x16__avx2",
-                                                    .gemm = fpw_q8_gemm_4x16__avx2,
-                                                    .mr = FPW_Q8_AVX2_MR,
-                                                    .nr = FPW_Q8_AVX2_NR,
-                                                    .lanes = 8,
-                                                    .format = FPW_Q8_PAIR16};
+static const fpw_q8_ukernel fpw_q8_ukernel__avx2 =
+    FPW_Q8_UKERNEL(fpw_q8_gemm_4x16__avx2, FPW_Q8_AVX2_MR, FPW_Q8_AVX2_NR, 8, FPW_Q8_PAIR16, 0);
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_Q8_AVX2_H */

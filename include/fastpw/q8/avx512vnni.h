@@ -273,12 +273,8 @@ static FPW_AVX512VNNI_TARGET void fpw_q8_gemm_12x32__avx512vnni(const fpw_q8_til
 #undef FPW_Q8_VNNI_CASE
 #undef FPW_Q8_VNNI_MODES
 
-static const fpw_q8_ukernel fpw_q8_ukernel__avx512vnni = {.name = "fpw_q8_gemm_12x32__avx512vnni",
-                                                          .gemm = fpw_q8_gemm_12x32__avx512vnni,
-                                                          .mr = FPW_Q8_VNNI_MR,
-                                                          .nr = FPW_Q8_VNNI_NR,
-                                                          .lanes = 16,
-                                                          .format = FPW_Q8_DOT4};
+static const fpw_q8_ukernel fpw_q8_ukernel__avx512vnni =
+    FPW_Q8_UKERNEL(fpw_q8_gemm_12x32__avx512vnni, FPW_Q8_VNNI_MR, FPW_Q8_VNNI_NR, 16, FPW_Q8_DOT4, 0);
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_Q8_AVX512VNNI_H */

@@ -443,12 +443,8 @@ static void fpw_q8_gemm_8x8__neon(const fpw_q8_tile* t) {
 }
 #undef FPW_Q8_NEON_CASE
 
-static const fpw_q8_ukernel fpw_q8_ukernel__neon = {.name = "fpw_q8_gemm_8x8__neon",
-                                                    .gemm = fpw_q8_gemm_8x8__neon,
-                                                    .mr = FPW_Q8_NEON_MR,
-                                                    .nr = FPW_Q8_NEON_NR,
-                                                    .lanes = 4,
-                                                    .format = FPW_Q8_PAIR16};
+static const fpw_q8_ukernel fpw_q8_ukernel__neon =
+    FPW_Q8_UKERNEL(fpw_q8_gemm_8x8__neon, FPW_Q8_NEON_MR, FPW_Q8_NEON_NR, 4, FPW_Q8_PAIR16, 0);
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_Q8_NEON_H */

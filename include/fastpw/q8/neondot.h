@@ -202,13 +202,8 @@ static FPW_Q8_NEONDOT_TARGET void fpw_q8_gemm_8x12__neondot(const fpw_q8_tile* t
 #undef FPW_Q8_NEONDOT_MODES
 
 /* sdot reads int8 activations: uint8 ones are flipped. */
-static const fpw_q8_ukernel fpw_q8_ukernel__neondot = {.name = "fpw_q8_gemm_8x12__neondot",
-                                                       .gemm = fpw_q8_gemm_8x12__neondot,
-                                                       .mr = FPW_Q8_NEONDOT_MR,
-                                                       .nr = FPW_Q8_NEONDOT_NR,
-                                                       .lanes = 4,
-                                                       .format = FPW_Q8_DOT4,
-                                                       .signed_activations = 1};
+static const fpw_q8_ukernel fpw_q8_ukernel__neondot =
+    FPW_Q8_UKERNEL(fpw_q8_gemm_8x12__neondot, FPW_Q8_NEONDOT_MR, FPW_Q8_NEONDOT_NR, 4, FPW_Q8_DOT4, 1);
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_Q8_NEONDOT_H */

@@ -39,11 +39,7 @@ static void fpw_q8_gemm_4x8__scalar(const fpw_q8_tile* t) {
     }
 }
 
-static const fpw_q8_ukernel fpw_q8_ukernel__scalar = {.name = "fpw_q8_gemm_4x8__scalar",
-                                                      .gemm = fpw_q8_gemm_4x8__scalar,
-                                                      .mr = FPW_Q8_SCALAR_MR,
-                                                      .nr = FPW_Q8_SCALAR_NR,
-                                                      .lanes = 1,
-                                                      .format = FPW_Q8_PAIR16};
+static const fpw_q8_ukernel fpw_q8_ukernel__scalar =
+    FPW_Q8_UKERNEL(fpw_q8_gemm_4x8__scalar, FPW_Q8_SCALAR_MR, FPW_Q8_SCALAR_NR, 1, FPW_Q8_PAIR16, 0);
 
 #endif /* FASTPW_Q8_SCALAR_H */
