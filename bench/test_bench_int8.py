@@ -19,12 +19,13 @@ suites puts the int8 rows beside the float32 ones. ``extra_info["gops"]`` holds
 implementation.
 
 Correctness comes first, outside the timing, so the untimed smoke run (plain ``pytest``)
-is a real check: fastpw's output must equal ONNX Runtime's bit for bit (NCHW; the NHWC
-row equals its transpose), and ONNX Runtime's must equal the contract's formula
-(``fastpw.testing.qconv1x1_reference``), which also stands in for ONNX Runtime when it
-is not installed. On x86 CPUs without VNNI, ONNX Runtime's u8s8 kernels can saturate
-16-bit pair sums (onnxruntime issue #16105) and the onnxruntime row fails its check:
-the failure says which side is off.
+is a real check: fastpw's output must equal the contract's formula
+(``fastpw.testing.qconv1x1_reference``) bit for bit (NCHW; the NHWC row equals its
+transpose), and so must ONNX Runtime's. On x86 CPUs without VNNI (AVX512-VNNI or
+AVX-VNNI), ONNX Runtime's u8s8 kernels can saturate 16-bit pair sums (onnxruntime issue
+#16105), so there its row records how many values differ and by how much
+(``extra_info["differs_from_formula"]``) and warns, instead of failing on a fault of the
+peer; with VNNI a difference fails.
 
 Idle threads: OpenBLAS (the numpy reference) and ONNX Runtime's intra-op pool keep
 spinning for about 0.1 s after a call, and fastpw's OpenMP threads briefly. Before
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -102,30 +104,34 @@ def _difference(result: np.ndarray, expected: np.ndarray) -> str:
     )
 
 
-def _check_fastpw(shape, layout, threads, out):
-    """fastpw's output must equal ONNX Runtime's bit for bit (or, without onnxruntime,
-    the contract's formula); on a mismatch, say whether fastpw matches the formula."""
+#: ONNX Runtime's u8s8 kernels are exact only with a VNNI dot product (see above).
+ORT_EXACT_HERE = fastpw.cpu_features()["avx512_vnni"] or fastpw.cpu_features()["avx_vnni"]
+
+
+def _check_fastpw(shape, layout, out):
+    """fastpw's output must equal the contract's formula bit for bit."""
     to_layout = (lambda y: y) if layout == "NCHW" else (lambda y: y.transpose(0, 2, 3, 1))
-    if ORT_VERSION is None:
-        expected = to_layout(_qconv1x1_reference_nchw(shape))
-        assert np.array_equal(out, expected), (
-            f"fastpw {layout} differs from the int8 formula (qconv1x1_reference): "
-            + _difference(out, expected)
-        )
+    expected = to_layout(_qconv1x1_reference_nchw(shape))
+    assert np.array_equal(out, expected), (
+        f"fastpw {layout} differs from the int8 formula (qconv1x1_reference): "
+        + _difference(out, expected)
+    )
+
+
+def _check_onnxruntime(result, formula, extra_info):
+    """ONNX Runtime's output must equal the formula where its kernels are exact; where
+    they are not, how far it is off goes into the row and a warning."""
+    if np.array_equal(result, formula):
+        extra_info["differs_from_formula"] = 0
         return
-    expected = to_layout(_onnxruntime(shape, threads)[1])
-    if not np.array_equal(out, expected):
-        formula = to_layout(_qconv1x1_reference_nchw(shape))
-        verdict = (
-            "fastpw matches the formula (qconv1x1_reference): see the onnxruntime row"
-            if np.array_equal(out, formula)
-            else "fastpw differs from the formula (qconv1x1_reference) too: "
-            + _difference(out, formula)
-        )
-        pytest.fail(
-            f"fastpw {layout} differs from onnxruntime {ORT_VERSION} QLinearConv: "
-            f"{_difference(out, expected)}. {verdict}"
-        )
+    message = (
+        f"onnxruntime {ORT_VERSION} QLinearConv differs from the int8 formula "
+        f"(qconv1x1_reference): {_difference(result, formula)}. On x86 without VNNI "
+        "its u8s8 kernels can saturate 16-bit pair sums (onnxruntime#16105)."
+    )
+    assert not ORT_EXACT_HERE, message
+    extra_info["differs_from_formula"] = int(np.count_nonzero(result != formula))
+    warnings.warn(message, stacklevel=2)
 
 
 @pytest.mark.parametrize(
@@ -136,17 +142,12 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
     if implementation == "fastpw":
         call, out = _fastpw_call(_inputs(shape, layout), threads)
         call()  # correctness, once, outside the timed part
-        _check_fastpw(shape, layout, threads, out)
+        _check_fastpw(shape, layout, out)
     else:
         if ORT_VERSION is None:
             pytest.skip("onnxruntime and onnx are needed for the onnxruntime rows")
         call, result = _onnxruntime(shape, threads)
-        formula = _qconv1x1_reference_nchw(shape)
-        assert np.array_equal(result, formula), (
-            f"onnxruntime {ORT_VERSION} QLinearConv differs from the int8 formula "
-            f"(qconv1x1_reference): {_difference(result, formula)}. On x86 without VNNI "
-            "its u8s8 kernels can saturate 16-bit pair sums (onnxruntime#16105)."
-        )
+        _check_onnxruntime(result, _qconv1x1_reference_nchw(shape), benchmark.extra_info)
 
     # Same group names as test_bench_f32.py: int8 rows sit beside the float32 ones.
     benchmark.group = benchmark_group(shape, threads)
@@ -154,7 +155,7 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
         benchmark_info(shape, layout, threads, implementation), dtype="int8"
     )
     if implementation == "fastpw":
-        benchmark.extra_info["isa"] = fastpw.isa()
+        benchmark.extra_info["isa"] = fastpw.isa("int8")
     else:
         benchmark.extra_info["onnxruntime"] = ORT_VERSION
     if benchmark.enabled:
