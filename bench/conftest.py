@@ -78,8 +78,9 @@ def pytest_report_header(config):
 
     ort_version = onnxruntime_version() or "not installed (its rows skipped)"
     return [
-        f"fastpw {fastpw.__version__}: kernels {fastpw.isa()} "
-        f"(available: {', '.join(fastpw.available_isas())}), "
+        f"fastpw {fastpw.__version__}: kernel family {fastpw.isa()} "
+        f"({', '.join(f'{op} {fastpw.isa(op)}' for op in fastpw.OPERATIONS)}; "
+        f"available: {', '.join(fastpw.available_isas())}), "
         f"OpenMP {'on' if fastpw.openmp_enabled() else 'off'}, "
         f"benchmark threads {config.getoption('fastpw_threads')}, "
         f"timed: {'yes' if timed else 'no (smoke run; add --benchmark-enable)'}",

@@ -74,7 +74,7 @@ def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
         benchmark.group = benchmark_group(shape, threads)
         benchmark.extra_info.update(benchmark_info(shape, layout, threads, implementation))
         if implementation == "fastpw":
-            benchmark.extra_info["isa"] = fastpw.isa()
+            benchmark.extra_info["isa"] = fastpw.isa("float32")
             if benchmark.enabled:
                 time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads from earlier cases go idle
         benchmark(call)

@@ -127,7 +127,7 @@ def test_quantize_dequantize(benchmark, operation, implementation, threads):
         dtype="uint8",
     )
     if implementation == "fastpw":
-        benchmark.extra_info["isa"] = fastpw.isa()
+        benchmark.extra_info["isa"] = fastpw.isa("quantize")
     benchmark(call)
 
     if benchmark.stats is not None:  # None when benchmarking is disabled (smoke run)
@@ -232,7 +232,7 @@ def test_channel_mlp(benchmark, layout, row, threads):
         layout=layout,
         threads=threads,
         sqnr_db=round(sqnrs[layout], 2),
-        isa=fastpw.isa(),
+        isa=fastpw.isa("int8"),
     )
     if benchmark.enabled:
         time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads of the float64 reference go idle

@@ -102,6 +102,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--json", metavar="FILE", help="also write machine info and all rows as JSON to FILE"
     )
     parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="print the kernel families of this build and what this CPU runs, then exit",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="fewer, shorter repeats (noisier numbers)"
     )
     args = parser.parse_args(argv)
@@ -140,6 +145,7 @@ def machine_info(threads: int, peak_seconds: float) -> dict:
         "machine": platform.machine(),
         "cpu_features": sorted(name for name, present in features.items() if present),
         "isa": active,
+        "kernel_per_operation": {op: fastpw.isa(op) for op in fastpw.OPERATIONS},
         "available_isas": list(fastpw.available_isas()),
         "openmp": bool(fastpw.openmp_enabled()),
         "max_threads": int(fastpw.max_threads()),
@@ -156,12 +162,47 @@ def machine_info(threads: int, peak_seconds: float) -> dict:
     }
 
 
+def kernel_table_lines() -> list[str]:
+    """The kernel table of this build (fastpw.kernel_table()) as text: one line per
+    family, best first, with the kernel it brings per operation ("-": the families
+    below serve), and a * on the kernel each operation runs now."""
+    header = ["family", "CPU has it", *fastpw.OPERATIONS]
+    rows = []
+    for row in fastpw.kernel_table():
+        cells = [row["family"], "yes" if row["supported"] else "no"]
+        for operation in fastpw.OPERATIONS:
+            kernel = row[operation]
+            if kernel is None:
+                cells.append("-")
+                continue
+            tile = f"{kernel['mr']}x{kernel['nr']} " if "mr" in kernel else ""
+            running = "*" if fastpw.isa(operation) == row["family"] else ""
+            cells.append(f"{tile}{kernel['format']}{running}")
+        rows.append(cells)
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in [header, *rows]
+    ]
+    requires = [
+        f"{row['family']} requires: {' '.join(row['requires']) or 'nothing'}"
+        for row in fastpw.kernel_table()
+    ]
+    return [line.rstrip() for line in lines] + [
+        f"(* runs now: family {fastpw.isa()} selected"
+        + ("" if fastpw.isa() == fastpw.available_isas()[0] else " by FASTPW_ISA")
+        + "; MR x NR register tile and operand format of each kernel)",
+        *requires,
+    ]
+
+
 def print_machine(info: dict) -> None:
     rows = [
         ("fastpw", info["fastpw_version"]),
         ("python / numpy", f"{info['python']} / {info['numpy']} ({info['machine']})"),
         ("CPU features", " ".join(info["cpu_features"]) or "(none detected)"),
         ("kernels", f"{info['isa']} (available, best first: {', '.join(info['available_isas'])})"),
+        ("", ", ".join(f"{op}: {family}" for op, family in info["kernel_per_operation"].items())),
         (
             "OpenMP",
             f"{'on' if info['openmp'] else 'off'}; "
@@ -471,7 +512,7 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
         exact = "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference)"
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
-        f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa()}), best of "
+        f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa('int8')}), best of "
         f"{3 if quick else 5} samples; {baseline}."
     )
     print(
@@ -513,6 +554,9 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.kernels:
+        print("\n".join(kernel_table_lines()))
+        return 0
     threads = args.threads or int(fastpw.max_threads())
     layouts = ("NCHW", "NHWC") if args.layout == "both" else (args.layout,)
     shapes = [s for s in STANDARD_SHAPES if args.shapes.lower() in s.name.lower()]
@@ -525,6 +569,8 @@ def main(argv=None) -> int:
     info = machine_info(threads, peak_seconds=0.1 if args.quick else 0.3)
     peak = info["fma_peak_gflops_1thread"]
     print_machine(info)
+    print("\nKernel families of this build, best first (python -m fastpw --kernels)")
+    print("\n".join(kernel_table_lines()))
 
     print(
         f"\nCorrectness against float64 numpy (tolerance {RELATIVE_TOLERANCE:.0e}, "

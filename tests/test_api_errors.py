@@ -355,16 +355,6 @@ def test_isa_of_an_unknown_operation_raises():
         fastpw.isa("float16")
 
 
-def qlayer(args):
-    return fastpw.QConv1x1(
-        args["weight"],
-        args["bias"],
-        x_quant=args["x_quant"],
-        w_quant=args["w_quant"],
-        y_quant=args["y_quant"],
-    )
-
-
 def test_a_family_with_only_an_int8_kernel():
     """A family may bring one operation's kernel alone (on x86-64 the AVX512-VNNI one,
     on AArch64 the dot-product one): selected, int8 layers run its kernel while float32
@@ -389,7 +379,7 @@ def test_a_family_with_only_an_int8_kernel():
         for family in (row["family"], reference_family):
             previous = fastpw._set_isa(family)
             try:
-                layers[family] = (fastpw.Conv1x1(f_args["weight"], f_args["bias"]), qlayer(q_args))
+                layers[family] = (fastpw.Conv1x1(f_args["weight"], f_args["bias"]), qlayer())
                 below = fastpw.isa("float32")
             finally:
                 fastpw._set_isa(previous)
@@ -492,6 +482,25 @@ def test_fastpw_isa_environment_variable_applies_to_layers(tmp_path):
     result = run_python(code, tmp_path, fastpw_isa=name)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == name
+
+
+def test_cli_prints_the_kernel_table(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fastpw", "--kernels"],
+        cwd=tmp_path,  # not the repository root: run the installed package
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    table = fastpw.kernel_table()
+    for row in table:
+        line = next(line for line in lines if line.split()[0] == row["family"])
+        assert ("yes" if row["supported"] else "no") == line.split()[1], line
+        running = [op for op in fastpw.OPERATIONS if fastpw.isa(op) == row["family"]]
+        assert line.count("*") == len(running), (line, running)
+    assert sum(line.count("*") for line in lines[: len(table) + 1]) == len(fastpw.OPERATIONS)
 
 
 def test_fastpw_isa_bogus_name_fails_import(tmp_path):
