@@ -226,7 +226,8 @@ class Conv1x1:
 
     ``layer(x, out=None, num_threads=None)`` returns the same bits as
     ``conv1x1(x, weight, bias, ...)`` with the layer's settings, with no per-call weight
-    work. The layer packs for the kernel family active when it is built (``layer.isa``).
+    work. The layer packs for the float32 kernel that runs when it is built (``layer.isa``
+    names its family: ``fastpw.isa("float32")`` then).
 
     Attributes: weight (float32 (K, C/groups), read-only copy), bias (float32 (K,) or
     None, read-only copy), in_channels, out_channels, layout, stride, groups, activation.
@@ -273,7 +274,7 @@ class Conv1x1:
 
     @property
     def isa(self) -> str:
-        """The kernel family this layer's weights are packed for."""
+        """The kernel family whose kernel this layer's weights are packed for."""
         return self._plan.isa
 
     def __getstate__(self) -> dict[str, Any]:
@@ -486,7 +487,8 @@ class QConv1x1:
     ``out_dtype`` None (x's dtype), uint8, int8, int32 or float32; layout, stride, groups
     and activation as for ``Conv1x1``.
 
-    At build time the layer packs the weights for the active kernel family, folds the
+    At build time the layer packs the weights for the int8 kernel that runs then
+    (``layer.isa`` names its family: ``fastpw.isa("int8")``), folds the
     input zero point (x_zp * sum_c w[k, c]) and any sign-shift compensation into the
     bias, and computes the requantization multipliers, so a call does only the GEMM and
     its epilogue. Pickling and ``copy`` keep the constructor's arguments (int8 weights,
@@ -608,7 +610,7 @@ class QConv1x1:
 
     @property
     def isa(self) -> str:
-        """The kernel family this layer's weights are packed for."""
+        """The kernel family whose kernel this layer's weights are packed for."""
         return self._plan.isa
 
     def _resolved_out_dtype(self, x: npt.NDArray[Any]) -> np.dtype[Any]:

@@ -1,5 +1,5 @@
-"""Shared fixtures: the ``isa`` fixture that forces every kernel family with its own
-kernel for the operation under test in turn, and the hypothesis profiles.
+"""Shared fixtures: the ``isa`` fixture that selects every kernel family in turn, and the
+hypothesis profiles.
 
 Profiles (choose with ``HYPOTHESIS_PROFILE=<name>``; "ci" is the default):
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-import kernels
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -37,28 +36,11 @@ settings.register_profile("emulated", parent=settings.get_profile("ci"), max_exa
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "operation(name): the operation of fastpw.OPERATIONS whose kernels the test's "
-        "`isa` runs through (None: every supported family); the module's "
-        "KERNEL_OPERATION otherwise",
-    )
-
-
-def pytest_generate_tests(metafunc):
-    """A test that takes ``isa`` runs once per family with its own kernel for the
-    operation it tests (tests/kernels.py), read from the compiled kernel table."""
-    if "isa" not in metafunc.fixturenames:
-        return
-    marker = metafunc.definition.get_closest_marker("operation")
-    operation = marker.args[0] if marker else getattr(metafunc.module, "KERNEL_OPERATION", None)
-    metafunc.parametrize("isa", kernels.families(operation), indirect=True)
-
-
-@pytest.fixture
+@pytest.fixture(params=fastpw.available_isas())
 def isa(request):
-    """Select one kernel family for the test, then restore the one selected before it."""
+    """Select each kernel family this CPU supports in turn (the configurations FASTPW_ISA
+    gives), then restore the one selected before. Each operation then runs the kernel
+    the table chooses at or below it (tests/kernels.py tells which)."""
     previous = fastpw._set_isa(request.param)
     try:
         yield request.param

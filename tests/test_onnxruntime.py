@@ -49,7 +49,7 @@ from fastpw.testing import (
 LAYOUTS = ("NCHW", "NHWC")
 X_DTYPES = (np.uint8, np.int8)
 ONNX_TYPES = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
-#: The ``isa`` fixture runs each test under every family with its own int8 kernel.
+#: The operation these tests go through (its kernels' edge sizes: tests/kernels.py).
 KERNEL_OPERATION = "int8"
 #: Register-tile edges of every int8 kernel in the build (tests/kernels.py).
 EDGE_SIZES = kernels.edge_sizes(KERNEL_OPERATION)

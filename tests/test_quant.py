@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 
+import kernels
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -49,9 +50,6 @@ from fastpw.testing import (
     quantize_reference,
 )
 
-#: The ``isa`` fixture runs each quantize/dequantize test under every family with its
-#: own kernel for them; the layer tests below say which operation they go through.
-KERNEL_OPERATION = "quantize"
 X_DTYPES = (np.uint8, np.int8)
 LAYOUTS = ("NCHW", "NHWC")
 MIN_SCALE = float(np.finfo(np.float32).eps)
@@ -228,6 +226,24 @@ def test_quantize_per_tensor_shapes(isa, shape, dtype):
     expected = quantize_reference(x, scale, zero_point, dtype)
     assert_exact(quantize(x, (scale, zero_point), dtype), expected, "per tensor")
     assert_exact(quantize(x, fastpw.QParams(scale, zero_point), dtype), expected, "QParams")
+
+
+@pytest.mark.parametrize("dtype", X_DTYPES)
+@pytest.mark.parametrize("per_element", [False, True], ids=["per_tensor", "per_element"])
+def test_quantize_lane_edges(isa, dtype, per_element):
+    """Runs of 1, 2, 3 and the running kernel's lanes -1, +0 and +1 (and twice that, from
+    the kernel table) elements, per tensor and one scale per element: the vector loops'
+    tails, both ways."""
+    rng = np.random.default_rng(7)
+    for n in sorted({1, 2, 3, *kernels.kernel_sizes(kernels.running_kernel("quantize"))}):
+        scale, zero_point = random_qparams(rng, dtype, n if per_element else None)
+        axis = 0 if per_element else None
+        x = spread_data(rng, (n,), scale, axis)
+        sprinkle_specials(rng, x, scale, fraction=0.2)
+        q = quantize(x, (scale, zero_point), dtype, axis=axis)
+        assert_exact(q, quantize_reference(x, scale, zero_point, dtype, axis), f"n={n}")
+        back = dequantize(q, (scale, zero_point), axis=axis)
+        assert_exact(back, dequantize_reference(q, scale, zero_point, axis), f"n={n}")
 
 
 @pytest.mark.parametrize("dtype", X_DTYPES)
@@ -916,7 +932,6 @@ def batchnorm_reference(y, gamma, beta, mean, var, eps, layout):
 @pytest.mark.parametrize("weight_ndim", [2, 4])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("eps", [1e-5, 1e-3, 0.0])
-@pytest.mark.operation("float32")
 def test_fold_batchnorm(isa, layout, weight_ndim, with_bias, eps):
     rng = np.random.default_rng(weight_ndim + 10 * with_bias + int(eps * 1e5))
     k, c = 13, 21
@@ -1087,7 +1102,6 @@ def check_layer_by_layer(net, xq, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("x_dtype", X_DTYPES)
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
-@pytest.mark.operation(None)
 def test_calibrate_chain(isa, layout, x_dtype, per_channel):
     # A fixed seed: a fresh x can stray past the calibration range of a 4-channel output
     # (and saturate there) for unlucky seeds; this one keeps the margin above 30 dB wide.
@@ -1204,7 +1218,6 @@ def test_report(layout, x_dtype, capsys):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("x_dtype", X_DTYPES)
-@pytest.mark.operation(None)
 def test_calibrate_keeps_stride_and_groups(isa, layout, x_dtype):
     """Each quantized layer keeps its float layer's stride, groups and activation."""
     rng = np.random.default_rng(31)

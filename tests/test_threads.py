@@ -20,9 +20,6 @@ from fastpw.testing import (
     qconv1x1_reference,
 )
 
-#: The ``isa`` fixture runs each float32 test under every family with its own float32
-#: kernel; the int8 tests are marked for the int8 kernels.
-KERNEL_OPERATION = "float32"
 LAYOUTS = ("NCHW", "NHWC")
 THREAD_COUNTS = (1, 2, 3, 8)
 
@@ -205,7 +202,6 @@ def assert_same_values(a, b, what):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", Q_SHAPES, ids=lambda s: "n{}c{}k{}h{}w{}g{}s{}".format(*s))
-@pytest.mark.operation("int8")
 def test_int8_thread_count_does_not_change_bits(isa, layout, shape):
     n, c, k, h, w, groups, stride = shape
     x_dtype = (np.uint8, np.int8)[(c + k) % 2]
@@ -231,7 +227,6 @@ def test_int8_thread_count_does_not_change_bits(isa, layout, shape):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.operation("int8")
 def test_int8_thread_count_with_out_slice(isa, layout):
     x, weight, bias, quant = make_qproblem(layout, 1, 40, 50, 14, 14, 1)
     axis = 1 if layout == "NCHW" else 3
@@ -250,7 +245,6 @@ def test_int8_thread_count_with_out_slice(isa, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
-@pytest.mark.operation("int8")
 def test_int8_layer_thread_count_does_not_change_bits(isa, layout, x_dtype):
     x, weight, bias, quant = make_qproblem(layout, 2, 24, 40, 20, 20, 2, x_dtype=x_dtype)
     kwargs = dict(layout=layout, groups=2, activation="relu6", **quant)
@@ -262,7 +256,6 @@ def test_int8_layer_thread_count_does_not_change_bits(isa, layout, x_dtype):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.operation("int8")
 def test_int8_concurrent_calls_from_python_threads(isa, layout):
     """Quantized calls from several Python threads at once give the same values as one
     call at a time."""
