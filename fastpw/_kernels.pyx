@@ -19,7 +19,7 @@ Three orientations map a layer onto the microkernel contract (include/fastpw/fas
 """
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -713,16 +713,28 @@ cdef cnp.ndarray _pack_panels(weight, int64_t groups, int64_t width, int64_t gro
     cdef int64_t K = weight.shape[0], Cg = weight.shape[1], Kg = K // groups
     cdef int64_t panels = (Kg + width - 1) // width
     cdef int64_t channel_groups = (Cg + group_size - 1) // group_size
-    padded = np.zeros((groups, panels * width, channel_groups * group_size), element_type)
-    padded[:, :Kg, :Cg] = np.asarray(weight).reshape(groups, Kg, Cg)
-    packed = padded.reshape(groups, panels, width, channel_groups, group_size)
-    cdef int64_t n = padded.size
-    raw = np.empty(n * padded.itemsize + 64, np.uint8)
+    # The rows in the element type, zero-padded to whole channel groups: each (output
+    # channel, channel group) is then one 4-byte cell of its row, copied as one. (A
+    # float32 weight, or an int8 one with whole groups, is that already: no copy.)
+    if Cg % group_size == 0:
+        rows = np.ascontiguousarray(weight, dtype=element_type)
+    else:
+        rows = np.zeros((K, channel_groups * group_size), element_type)
+        rows[:, :Cg] = weight
+    cdef const uint32_t[:, ::1] cells = rows.view(np.uint32)
+    cdef int64_t n = groups * panels * channel_groups * width
+    raw = np.zeros(n * 4 + 64, np.uint8)
     cdef int64_t offset = (64 - (<uintptr_t>cnp.PyArray_DATA(raw)) % 64) % 64
-    cdef cnp.ndarray out = raw[offset:offset + n * padded.itemsize].view(element_type)
-    out.reshape(packed.shape[0], packed.shape[1], packed.shape[3], packed.shape[2],
-                packed.shape[4])[...] = packed.transpose(0, 1, 3, 2, 4)
-    return out
+    cdef cnp.ndarray out = raw[offset:offset + n * 4]
+    cdef uint32_t *dst = <uint32_t *>cnp.PyArray_DATA(out)
+    cdef int64_t g, k, c, first
+    with nogil:
+        for g in range(groups):
+            for k in range(Kg):
+                first = (g * panels + k // width) * channel_groups * width + k % width
+                for c in range(channel_groups):
+                    dst[first + c * width] = cells[g * Kg + k, c]
+    return out.view(element_type)
 
 
 # ---------------------------------------------------------------------------------------

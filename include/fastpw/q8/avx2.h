@@ -56,6 +56,8 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_q8_avx2_store(const fpw_q8_tile* t, _
 /* Bias, requantization and stores for a finished tile of accumulators. */
 static FPW_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
     const fpw_q8_tile* t, int32_t tile[FPW_Q8_AVX2_MR][FPW_Q8_AVX2_NR]) {
+    fpw_q8_tile without_nulls;
+    t = fpw_q8_without_nulls(t, &without_nulls);
     if (t->c_cs != 1) {
         /* Transposed output (NCHW with pixels as rows): finish the tile with vector
          * stores into a row-major buffer, then copy it out transposed. */
@@ -71,15 +73,14 @@ static FPW_AVX2_TARGET __attribute__((noinline)) void fpw_q8_avx2_epilogue(
     for (size_t i = 0; i < t->mr; i++) {
         for (int v = 0; v < FPW_Q8_AVX2_NV && 8 * (size_t)v < t->nr; v++) {
             const __m256i mask = fpw_avx2_lane_mask(t->nr, v);
-            /* A NULL bias adds nothing; a NULL scale (int32 output) is never read. */
-            __m256i bias = _mm256_setzero_si256();
-            __m256 scale = _mm256_setzero_ps();
+            __m256i bias;
+            __m256 scale;
             if (t->per_row) {
-                if (t->bias) bias = _mm256_set1_epi32(t->bias[i]);
-                if (t->scale) scale = _mm256_set1_ps(t->scale[i]);
+                bias = _mm256_set1_epi32(t->bias[i]);
+                scale = _mm256_set1_ps(t->scale[i]);
             } else {
-                if (t->bias) bias = _mm256_maskload_epi32(t->bias + 8 * v, mask);
-                if (t->scale) scale = _mm256_maskload_ps(t->scale + 8 * v, mask);
+                bias = _mm256_maskload_epi32(t->bias + 8 * v, mask);
+                scale = _mm256_maskload_ps(t->scale + 8 * v, mask);
             }
             const __m256i acc = _mm256_add_epi32(_mm256_load_si256((const __m256i*)&tile[i][8 * v]), bias);
             const __m256i y = fpw_q8_avx2_finish(t, acc, scale);

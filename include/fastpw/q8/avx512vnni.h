@@ -64,15 +64,14 @@ FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET __m512i fpw_q8_vnni_finish_row(const fpw
                                                                        const fpw_q8_vnni_requant* r,
                                                                        const int32_t* tile_row, size_t i,
                                                                        int v, __mmask16 mask) {
-    /* A NULL bias adds nothing; a NULL scale (int32 output) is never read. */
-    __m512i bias = _mm512_setzero_si512();
-    __m512 scale = _mm512_setzero_ps();
+    __m512i bias;
+    __m512 scale;
     if (r->per_row) {
-        if (t->bias) bias = _mm512_set1_epi32(t->bias[i]);
-        if (t->scale) scale = _mm512_set1_ps(t->scale[i]);
+        bias = _mm512_set1_epi32(t->bias[i]);
+        scale = _mm512_set1_ps(t->scale[i]);
     } else {
-        if (t->bias) bias = _mm512_maskz_loadu_epi32(mask, t->bias + 16 * v);
-        if (t->scale) scale = _mm512_maskz_loadu_ps(mask, t->scale + 16 * v);
+        bias = _mm512_maskz_loadu_epi32(mask, t->bias + 16 * v);
+        scale = _mm512_maskz_loadu_ps(mask, t->scale + 16 * v);
     }
     return fpw_q8_vnni_finish(r, _mm512_add_epi32(_mm512_load_si512(tile_row + 16 * v), bias), scale);
 }
@@ -106,6 +105,8 @@ FPW_ALWAYS_INLINE FPW_AVX512VNNI_TARGET void fpw_transpose_16x16_u8(__m128i r[16
 /* Bias, requantization and stores for a finished tile of accumulators. */
 static FPW_AVX512VNNI_TARGET __attribute__((noinline)) void fpw_q8_vnni_epilogue(
     const fpw_q8_tile* t, int32_t tile[FPW_Q8_VNNI_MR][FPW_Q8_VNNI_NR]) {
+    fpw_q8_tile without_nulls;
+    t = fpw_q8_without_nulls(t, &without_nulls);
     const fpw_q8_vnni_requant r = {
         .out_type = t->out_type,
         .clamp = t->clamp,

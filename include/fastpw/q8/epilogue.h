@@ -10,6 +10,21 @@
 
 #include "../fastpw.h"
 
+/* What a vector epilogue reads for a NULL bias or scale (fastpw.h): zeros, as many as
+ * any tile's rows or columns. */
+static const int32_t fpw_q8_zero_bias[64] = {0};
+static const float fpw_q8_zero_scale[64] = {0};
+
+/* Point a tile's NULL bias and scale at zeros, in `copy`: the vector epilogues then load
+ * them without a test per vector. Returns the tile to read. */
+static inline const fpw_q8_tile* fpw_q8_without_nulls(const fpw_q8_tile* t, fpw_q8_tile* copy) {
+    if (t->bias != NULL && t->scale != NULL) return t;
+    *copy = *t;
+    if (copy->bias == NULL) copy->bias = fpw_q8_zero_bias;
+    if (copy->scale == NULL) copy->scale = fpw_q8_zero_scale;
+    return copy;
+}
+
 /* Round half to even whatever the FPU rounding mode; |v| <= 255 after clamping, so
  * the floor converts to int exactly. */
 static inline int32_t fpw_round_half_even(float v) {
