@@ -35,7 +35,14 @@ import numpy as np
 import fastpw
 from fastpw import _kernels
 from fastpw._peers import numpy_baseline, onnxruntime_qlinearconv, onnxruntime_version
-from fastpw._timing import BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS, gflops, measure
+from fastpw._timing import (
+    BLAS_IDLE_SECONDS,
+    ORT_IDLE_SECONDS,
+    SPREAD_LIMIT,
+    gflops,
+    machine_load,
+    measure_interleaved,
+)
 from fastpw.shapes import (
     STANDARD_SHAPES,
     LayerShape,
@@ -219,7 +226,10 @@ def print_machine(info: dict) -> None:
         rows.append(("numpy BLAS", blas))
     if info["load_average_1min"] is not None:
         load, cpus = info["load_average_1min"], info["cpu_count"] or 1
-        busy = "  (busy: other processes share the cores, timings will be noisy)"
+        busy = (
+            "  BUSY: other processes share the cores; rows whose rounds disagree are "
+            "marked unsteady and give no ratio"
+        )
         rows.append(("load", f"{load:.2f} on {cpus} CPUs{busy if load > cpus / 2 else ''}"))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -327,30 +337,76 @@ def check_correctness(threads: int) -> list[dict]:
 # --------------------------------------------------------------------------- benchmark
 
 
-def benchmark_shape(shape: LayerShape, layouts, threads: int, peak_all, quick: bool) -> dict:
-    """Time one layer; GFLOP/s from the best sample, speedup against numpy in the same layout.
+class PeakCeiling:
+    """The FMA ceiling %peak is taken against: the single-thread probe times the threads
+    used. A layer measured above it means the probe ran low (another process had the
+    core then): probe again, longer, and keep the best; a layer still above gets no
+    %peak rather than one over 100 %."""
 
-    ``peak_all`` is the FMA peak of all the cores fastpw uses (None if unknown).
-    """
-    timing = {"target_seconds": 0.04, "samples": 3} if quick else {}
+    def __init__(self, per_thread: float | None, threads: int, family: str):
+        self.per_thread, self.threads, self.family = per_thread, threads, family
+
+    def percent(self, achieved: float) -> float | None:
+        if not self.per_thread:
+            return None
+        if achieved > self.per_thread * self.threads:
+            probe = max(_kernels.fma_peak_gflops(self.family, seconds=0.2) for _ in range(3))
+            self.per_thread = max(self.per_thread, probe)
+        ceiling = self.per_thread * self.threads
+        return 100 * achieved / ceiling if achieved <= ceiling else None
+
+
+#: Rounds of measure_interleaved per layer: full run, --quick.
+ROUNDS = {False: 7, True: 3}
+
+
+def timing_settings(threads: int, quick: bool, spinning: list[str], idle: float) -> dict:
+    """measure_interleaved's settings: fewer, shorter rounds with --quick; a wait after
+    the implementations whose thread pools spin (only where there are other threads)."""
+    settings: dict = {"rounds": ROUNDS[quick]}
+    if quick:
+        settings["target_seconds"] = 0.12
+    settings["idle_after"] = {name: idle for name in spinning} if threads > 1 else {}
+    return settings
+
+
+def record(row: dict, name: str, spread, flops: int, unit: str = "gflops") -> None:
+    """A measured implementation's columns: the median and the spread of its rounds."""
+    row[f"{name}_{unit}"] = gflops(flops, spread.median)
+    row[f"{name}_min_{unit}"] = gflops(flops, spread.max)
+    row[f"{name}_max_{unit}"] = gflops(flops, spread.min)
+    row[f"{name}_spread"] = spread.relative_spread
+    row.setdefault("unsteady", [])
+    if not spread.steady:
+        row["unsteady"].append(name)
+
+
+def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bool) -> dict:
+    """Time one layer, fastpw and numpy interleaved round by round
+    (``measure_interleaved``); GFLOP/s from the median round. Speedups (against numpy
+    in the same layout) only from steady rows: a row whose rounds spread more than
+    SPREAD_LIMIT is marked instead. ``ceiling``: a PeakCeiling (or None)."""
     row = {"shape": shape.name, "flops": shape.flops, "threads": threads}
-    inputs = {layout: make_inputs(shape, layout) for layout in layouts}
-    time.sleep(BLAS_IDLE_SECONDS)  # let BLAS threads from earlier numpy work go idle
-    for layout, (x, weight, bias) in inputs.items():
+    calls = {}
+    for layout in layouts:
+        x, weight, bias = make_inputs(shape, layout)
         layer = fastpw.Conv1x1(weight, bias, layout=layout)
         out = empty_output(x, shape.c_out, layout)
-        t = measure(functools.partial(layer, x, out=out, num_threads=threads), **timing)
-        row[f"fastpw_{layout}_gflops"] = gflops(shape.flops, t.best)
-        row[f"fastpw_{layout}_median_gflops"] = gflops(shape.flops, t.median)
-    for layout, (x, weight, _bias) in inputs.items():  # numpy last: see BLAS_IDLE_SECONDS
-        call, _ = numpy_baseline(x, weight, layout)
-        t = measure(call, **timing)
-        row[f"numpy_{layout}_gflops"] = gflops(shape.flops, t.best)
-        row[f"numpy_{layout}_median_gflops"] = gflops(shape.flops, t.median)
+        calls[f"fastpw_{layout}"] = functools.partial(layer, x, out=out, num_threads=threads)
+        calls[f"numpy_{layout}"], _ = numpy_baseline(x, weight, layout)
+    time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads from earlier numpy work go idle
+    numpy_rows = [f"numpy_{layout}" for layout in layouts]
+    spreads = measure_interleaved(
+        calls, **timing_settings(threads, quick, numpy_rows, BLAS_IDLE_SECONDS)
+    )
+    for name, spread in spreads.items():
+        record(row, name, spread, shape.flops)
     for layout in layouts:
         achieved = row[f"fastpw_{layout}_gflops"]
-        row[f"fastpw_{layout}_speedup"] = achieved / row[f"numpy_{layout}_gflops"]
-        row[f"fastpw_{layout}_percent_of_peak"] = 100 * achieved / peak_all if peak_all else None
+        if not row["unsteady"]:
+            row[f"fastpw_{layout}_speedup"] = achieved / row[f"numpy_{layout}_gflops"]
+        row[f"fastpw_{layout}_percent_of_peak"] = ceiling.percent(achieved) if ceiling else None
+    row["steady"] = "yes" if not row["unsteady"] else "NO"
     return row
 
 
@@ -376,6 +432,7 @@ class Table:
             self.columns += [
                 (f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts
             ]
+            self.columns.append(("steady", "steady", "{}"))
         self.widths = [shape_width] + [max(len(h), 7) for h, _, _ in self.columns[1:]]
 
     def _line(self, cells) -> str:
@@ -400,6 +457,11 @@ class Table:
 
 
 SUMMARY_LABEL = "geometric mean"
+UNSTEADY_NOTE = (
+    "steady = every implementation's rounds agree (interquartile range <= "
+    f"{SPREAD_LIMIT:.0%} of the median); rows marked NO show their GFLOP/s but no "
+    "ratio, and the geometric means are over the steady rows only."
+)
 
 
 def geometric_mean(values) -> float:
@@ -425,7 +487,8 @@ def _int8_reference(inputs) -> np.ndarray:
 def benchmark_int8_shape(
     shape: LayerShape, layouts, threads: int, float_row: dict | None, use_ort: bool, quick: bool
 ) -> dict:
-    """Check, then time, one layer in int8; GOP/s from the best sample.
+    """Check, then time, one layer in int8, fastpw and ONNX Runtime interleaved round by
+    round; GOP/s from the median round, ratios only from steady rows (as benchmark_shape).
 
     Speedups: against ONNX Runtime's QLinearConv (NCHW, timed once for both layouts) and
     against fastpw float32 in the same layout (``float_row``, from the float32 table).
@@ -433,7 +496,6 @@ def benchmark_int8_shape(
     (NHWC: its transpose), or the int8 formula without ONNX Runtime; "ORT off" when
     fastpw matches the formula but ONNX Runtime does not; else "NO".
     """
-    timing = {"target_seconds": 0.04, "samples": 3} if quick else {}
     row = {"shape": shape.name, "ops": shape.flops, "threads": threads}
     nchw = make_int8_inputs(shape, "NCHW")
     ort_call = None
@@ -462,21 +524,22 @@ def benchmark_int8_shape(
     row["exact"] = "NO" if "NO" in verdicts else ("ORT off" if "ORT off" in verdicts else "yes")
 
     time.sleep(INT8_IDLE_SECONDS)  # ONNX Runtime's and BLAS's threads go idle
-    for layout, call in calls.items():
-        t = measure(call, **timing)
-        row[f"int8_{layout}_gops"] = gflops(shape.flops, t.best)
-        row[f"int8_{layout}_median_gops"] = gflops(shape.flops, t.median)
+    timed = {f"int8_{layout}": call for layout, call in calls.items()}
     if ort_call is not None:
-        time.sleep(INT8_IDLE_SECONDS)  # fastpw's OpenMP threads go idle
-        t = measure(ort_call, **timing)
-        row["ort_gops"] = gflops(shape.flops, t.best)
-        row["ort_median_gops"] = gflops(shape.flops, t.median)
+        timed["ort"] = ort_call
+    spreads = measure_interleaved(
+        timed, **timing_settings(threads, quick, ["ort"], INT8_IDLE_SECONDS)
+    )
+    for name, spread in spreads.items():
+        record(row, name, spread, shape.flops, unit="gops")
+    steady = not row["unsteady"]
     for layout in layouts:
         achieved = row[f"int8_{layout}_gops"]
-        if ort_call is not None:
+        if ort_call is not None and steady:
             row[f"int8_{layout}_vs_ort"] = achieved / row["ort_gops"]
-        if float_row and float_row.get(f"fastpw_{layout}_gflops"):
+        if steady and float_row and float_row.get(f"fastpw_{layout}_speedup"):
             row[f"int8_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
+    row["steady"] = "yes" if steady else "NO"
     return row
 
 
@@ -487,6 +550,7 @@ def int8_columns(layouts, use_ort: bool) -> list:
         columns += [(f"{lay} vs ORT", f"int8_{lay}_vs_ort", "{:.2f}x") for lay in layouts]
     columns += [(f"{lay} vs f32", f"int8_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
     columns.append(("exact", "exact", "{}"))
+    columns.append(("steady", "steady", "{}"))
     return columns
 
 
@@ -512,8 +576,8 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
         exact = "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference)"
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
-        f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa('int8')}), best of "
-        f"{3 if quick else 5} samples; {baseline}."
+        f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa('int8')}), "
+        f"median of {ROUNDS[quick]} rounds interleaved with the peer; {baseline}."
     )
     print(
         f"GOP/s = 2*C*K*H*W / time. vs ORT = fastpw / ONNX Runtime; vs f32 = fastpw int8 "
@@ -537,8 +601,9 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
     for layout in layouts:
         for key in (f"int8_{layout}_vs_ort", f"int8_{layout}_vs_f32"):
             values = [row[key] for row in rows if row.get(key)]
-            if len(values) == len(rows):
+            if values:  # over the steady rows only
                 summary[key] = geometric_mean(values)
+    summary["steady"] = f"{sum(row['steady'] == 'yes' for row in rows)}/{len(rows)}"
     table.rule()
     table.row(summary, missing="")
     passed = all(row["exact"] != "NO" for row in rows)
@@ -557,7 +622,11 @@ def main(argv=None) -> int:
     if args.kernels:
         print("\n".join(kernel_table_lines()))
         return 0
-    threads = args.threads or int(fastpw.max_threads())
+    load, cpus = machine_load()
+    # By default as many threads as there are idle cores (within fastpw's own cap): a
+    # thread that shares its core with another process times that process too.
+    idle_cores = max(1, cpus - round(load)) if load is not None else cpus
+    threads = args.threads or max(1, min(int(fastpw.max_threads()), idle_cores))
     layouts = ("NCHW", "NHWC") if args.layout == "both" else (args.layout,)
     shapes = [s for s in STANDARD_SHAPES if args.shapes.lower() in s.name.lower()]
     names = [shape.name for shape in shapes]
@@ -591,8 +660,8 @@ def main(argv=None) -> int:
             )
             limits = nullcontext()
         print(
-            f"\nBenchmark: float32, batch 1, {threads} thread(s), best of "
-            f"{3 if args.quick else 5} samples; {blas_note}."
+            f"\nBenchmark: float32, batch 1, {threads} thread(s), median of "
+            f"{ROUNDS[args.quick]} rounds, fastpw and numpy interleaved; {blas_note}."
         )
         if not info["openmp"] and threads > 1:
             print("fastpw was built without OpenMP: its kernels run on 1 thread.")
@@ -601,19 +670,23 @@ def main(argv=None) -> int:
             "matmul; fastpw adds the bias too). %peak = fastpw / (FMA peak x threads used).\n"
         )
         # A serial build runs on one core whatever it is asked for.
-        peak_all = peak * (threads if info["openmp"] else 1) if peak else None
+        ceiling = PeakCeiling(peak, threads if info["openmp"] else 1, info["isa"])
         table = Table(layouts, max(len(label) for label in [SUMMARY_LABEL, *names]))
         table.header()
         with limits:
             for shape in shapes:
-                rows.append(benchmark_shape(shape, layouts, threads, peak_all, args.quick))
+                rows.append(benchmark_shape(shape, layouts, threads, ceiling, args.quick))
                 table.row(rows[-1])
         summary = {"shape": SUMMARY_LABEL}
         for layout in layouts:
             key = f"fastpw_{layout}_speedup"
-            summary[key] = geometric_mean([row[key] for row in rows])
+            values = [row[key] for row in rows if row.get(key)]
+            if values:  # over the steady rows only
+                summary[key] = geometric_mean(values)
+        summary["steady"] = f"{sum(row['steady'] == 'yes' for row in rows)}/{len(rows)}"
         table.rule()
         table.row(summary, missing="")
+        print(UNSTEADY_NOTE)
         if args.int8:
             int8_rows, int8_passed = run_int8(shapes, layouts, threads, rows, args.quick)
             passed = passed and int8_passed

@@ -2,6 +2,9 @@
 
 - ``measure``: a small adaptive timer (best and median of repeated runs), ``Timing``
   its result, and ``gflops`` to turn a time into throughput;
+- ``measure_interleaved``: several implementations timed round by round, ``Spread``
+  their samples (min, quartiles, median, max) and whether they agree;
+- ``machine_load``: the load average against the cores, to say a machine is busy;
 - ``BLAS_IDLE_SECONDS`` and ``ORT_IDLE_SECONDS``: how long the other thread pools in the
   process keep spinning after a call, so that a timing waits them out;
 - ``benchmark_group`` and ``benchmark_info``: the group and ``extra_info`` of a
@@ -14,9 +17,10 @@ layers and their inputs) is ``fastpw.shapes``; the peers fastpw is timed against
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -65,6 +69,105 @@ def measure(fn: Callable[[], object], *, target_seconds: float = 0.15, samples: 
             fn()
         per_call.append((time.perf_counter() - start) / calls)
     return Timing(min(per_call), statistics.median(per_call), calls, samples)
+
+
+#: A row whose samples spread wider than this (interquartile range over the median) is
+#: not steady: something else took the cores during some rounds, and a ratio taken from
+#: it would say more about the machine than about the code.
+SPREAD_LIMIT: Final = 0.10
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Seconds per call of one implementation, one sample per round of
+    ``measure_interleaved``, each the mean of ``calls_per_sample`` back-to-back calls."""
+
+    samples: tuple[float, ...]
+    calls_per_sample: int
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def quartiles(self) -> tuple[float, float]:
+        """First and third quartile (the median of each half: exact for few samples)."""
+        ordered = sorted(self.samples)
+        half = len(ordered) // 2
+        lower, upper = ordered[: max(half, 1)], ordered[len(ordered) - max(half, 1) :]
+        return statistics.median(lower), statistics.median(upper)
+
+    @property
+    def relative_spread(self) -> float:
+        """Interquartile range over the median."""
+        q1, q3 = self.quartiles
+        return (q3 - q1) / self.median
+
+    @property
+    def steady(self) -> bool:
+        return self.relative_spread <= SPREAD_LIMIT
+
+
+def measure_interleaved(
+    calls: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int = 7,
+    target_seconds: float = 0.3,
+    idle_after: Mapping[str, float] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], object] = time.sleep,
+) -> dict[str, Spread]:
+    """Time every implementation in ``calls`` round by round: each round takes one sample
+    of each, in an order that rotates from round to round, so a busy spell of the machine
+    falls on all of them alike rather than on whichever ran then.
+
+    Each implementation is warmed up and sized first: its samples hold as many calls as
+    fill ``target_seconds / (rounds * len(calls))``. ``idle_after``: seconds to wait
+    after a sample of that implementation before another one's (the thread pools of
+    BLAS and ONNX Runtime keep spinning after their call: see BLAS_IDLE_SECONDS), so a
+    sample never competes with the previous one's threads. ``clock`` and ``sleep`` are
+    for tests.
+    """
+    names = list(calls)
+    per_sample = target_seconds / (rounds * max(len(names), 1))
+    counts = {}
+    for name in names:
+        calls[name]()  # warm-up: page faults, lazy packing, thread-pool start
+        start = clock()
+        calls[name]()
+        first = max(clock() - start, 1e-9)
+        counts[name] = max(1, int(per_sample / first))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    previous = names[-1] if names else None  # the last one sized
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            wait = (idle_after or {}).get(previous, 0.0) if previous is not None else 0.0
+            if wait and previous != name:
+                sleep(wait)
+            fn, count = calls[name], counts[name]
+            start = clock()
+            for _ in range(count):
+                fn()
+            samples[name].append((clock() - start) / count)
+            previous = name
+    return {name: Spread(tuple(samples[name]), counts[name]) for name in names}
+
+
+def machine_load() -> tuple[float | None, int]:
+    """(1-minute load average or None where the OS has none, CPUs this process may run
+    on). A load above about half the CPUs means other work shares the cores."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return load, cpus or 1
 
 
 def gflops(flop_count: float, seconds: float) -> float:
