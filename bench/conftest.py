@@ -8,9 +8,17 @@ correctness check, and no statistics are kept.
 ``--fastpw-threads 1,2`` chooses the thread counts every case runs with (default 1,2):
 fastpw's ``num_threads``, numpy's BLAS threads (float32) and ONNX Runtime's
 ``intra_op_num_threads`` (int8).
+
+Regression runs (README, "Benchmarks"): a saved run's ``machine_info["fastpw"]`` records
+fastpw's version, the kernel family each operation ran, the CPU model and the thread
+counts; comparing with a run whose kernels or CPU differ warns, as its times measure
+other code. After a timed run, a table of the median GFLOP/s (GOP/s) of every row is
+printed beside pytest-benchmark's own tables of seconds.
 """
 
 from __future__ import annotations
+
+import platform
 
 import pytest
 
@@ -86,3 +94,79 @@ def pytest_report_header(config):
         f"timed: {'yes' if timed else 'no (smoke run; add --benchmark-enable)'}",
         f"int8 baseline onnxruntime: {ort_version}",
     ]
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), or what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _fastpw_machine_info(config) -> dict:
+    import fastpw
+
+    return {
+        "version": fastpw.__version__,
+        "selected_family": fastpw.isa(),
+        "kernels": {operation: fastpw.isa(operation) for operation in fastpw.OPERATIONS},
+        "cpu_model": _cpu_model(),
+        "cpu_features": sorted(name for name, has in fastpw.cpu_features().items() if has),
+        "threads": _thread_counts(config),
+    }
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["fastpw"] = _fastpw_machine_info(config)
+
+
+def comparison_warnings(current: dict, saved: dict) -> list[str]:
+    """What makes two runs' times measure different things: other kernels or another
+    CPU. (``machine_info["fastpw"]`` of each; a run saved without it says so.)"""
+    if not saved:
+        return ["the saved run has no fastpw machine info: its kernels are unknown"]
+    notes = []
+    for operation, family in current["kernels"].items():
+        before = saved.get("kernels", {}).get(operation)
+        if before != family:
+            notes.append(f"{operation} ran the {before} kernels then, {family} now")
+    if saved.get("cpu_model") != current["cpu_model"]:
+        notes.append(f"CPU {saved.get('cpu_model')!r} then, {current['cpu_model']!r} now")
+    return notes
+
+
+def pytest_benchmark_compare_machine_info(
+    config, benchmarksession, machine_info, compared_benchmark
+):
+    saved = compared_benchmark.get("machine_info", {}).get("fastpw")
+    for note in comparison_warnings(_fastpw_machine_info(config), saved):
+        benchmarksession.logger.warning(
+            f"fastpw: compared runs differ: {note}; their times are not comparable"
+        )
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The median throughput of every timed row, by group (pytest-benchmark's tables
+    show seconds only)."""
+    session = getattr(config, "_benchmarksession", None)
+    rows = []
+    for bench in getattr(session, "benchmarks", []) if session else []:
+        info = getattr(bench, "extra_info", {})
+        if "gflops" in info or "gops" in info:
+            unit = "GFLOP/s" if "gflops" in info else "GOP/s"
+            rows.append((bench.group or "", bench.name, info.get("gflops", info.get("gops")), unit))
+    if not rows:
+        return
+    terminalreporter.section("throughput (median round)")
+    width = max(len(name) for _, name, _, _ in rows)
+    group = None
+    for row_group, name, value, unit in sorted(rows):
+        if row_group != group:
+            terminalreporter.write_line(row_group)
+            group = row_group
+        terminalreporter.write_line(f"  {name:<{width}}  {value:9.1f} {unit}")

@@ -2,7 +2,7 @@
 
 Each case of ``fastpw.shapes.STANDARD_SHAPES`` x layout x implementation x thread count
 is one pytest-benchmark row; rows are grouped by shape and thread count, and
-``extra_info["gflops"]`` holds the throughput from the measured mean.
+``extra_info["gflops"]`` holds the throughput from the median round.
 
 The numpy baseline (``fastpw._peers.numpy_baseline``) is the same GEMM written the
 natural way for each layout, with its BLAS limited to the same thread count through
@@ -83,4 +83,4 @@ def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
             limits.restore_original_limits()
 
     if benchmark.stats is not None:  # None when benchmarking is disabled (smoke run)
-        benchmark.extra_info["gflops"] = round(shape.flops / benchmark.stats.stats.mean / 1e9, 3)
+        benchmark.extra_info["gflops"] = round(shape.flops / benchmark.stats.stats.median / 1e9, 3)

@@ -15,7 +15,7 @@ pytest-benchmark row. The rows of a shape are:
 
 Groups are named as in ``test_bench_f32.py`` (shape and thread count), so a run of both
 suites puts the int8 rows beside the float32 ones. ``extra_info["gops"]`` holds
-2*C*K*H*W / mean time in GOP/s, ``extra_info["implementation"]`` the row's
+2*C*K*H*W / median time in GOP/s, ``extra_info["implementation"]`` the row's
 implementation.
 
 Correctness comes first, outside the timing, so the untimed smoke run (plain ``pytest``)
@@ -163,4 +163,4 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
     benchmark(call)
 
     if benchmark.stats is not None:  # None when benchmarking is disabled (smoke run)
-        benchmark.extra_info["gops"] = round(shape.flops / benchmark.stats.stats.mean / 1e9, 3)
+        benchmark.extra_info["gops"] = round(shape.flops / benchmark.stats.stats.median / 1e9, 3)
