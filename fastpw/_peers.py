@@ -3,18 +3,27 @@
 - ``numpy_baseline``: the numpy GEMM (float32 ``matmul``) that fastpw's float32 layers
   are compared with;
 - ``onnxruntime_qlinearconv``: ONNX Runtime's QLinearConv on the same operands as
-  fastpw's ``QConv1x1``, the int8 baseline, and ``onnxruntime_version`` to tell first
-  whether it can run.
+  fastpw's ``QConv1x1``, the int8 baseline (NCHW), ``onnxruntime_qlinearconv_nhwc`` the
+  same fed NHWC (the ``com.microsoft`` QLinearConv with ``channels_last=1``), and
+  ``onnxruntime_version`` to tell first whether they can run;
+- ``onnxruntime_conv``: ONNX Runtime's float32 Conv, NCHW or NHWC;
+- ``float32_errors`` and ``int8_differences``: how a peer's result compares with
+  ``fastpw.testing``'s reference.
 
-Not API: the command line and the benchmarks are its only users. onnxruntime and onnx
-are optional (``pip install "fastpw[bench]"``): they are imported inside
-``onnxruntime_qlinearconv`` and ``onnxruntime_version`` only. ONNX Runtime's and
-OpenBLAS's worker threads spin after a call: see ``fastpw._timing`` for how long.
+Every peer returns ``(call, out)``: its session or module is built here, outside any
+timing, and ``call()`` returns the result as a numpy array in the layout of the inputs.
+
+Not API: the command line, the benchmarks and tests/test_peers.py are its only users.
+onnxruntime and onnx are optional (``pip install "fastpw[bench]"``): they are imported
+inside the functions that use them. ONNX Runtime's and OpenBLAS's worker threads spin
+after a call: see ``fastpw._timing`` for how long.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,59 +69,25 @@ def onnxruntime_version() -> str | None:
     return str(onnxruntime.__version__)
 
 
-def onnxruntime_qlinearconv(
-    inputs: Int8Inputs, threads: int
-) -> tuple[Callable[[], np.ndarray], np.ndarray]:
-    """ONNX Runtime's QLinearConv on ``inputs``, the int8 baseline: returns ``(call, out)``.
+# ------------------------------------------------------------------------- ONNX Runtime
 
-    Builds a one-node ONNX model (opset 13, the operands as initializers, 1x1 kernel)
-    and its session once: CPU execution provider, ``intra_op_num_threads = threads``,
-    ``inter_op_num_threads = 1``, sequential execution, all graph optimizations on
-    (``ORT_ENABLE_ALL``, ONNX Runtime's default). The input is always NCHW, QLinearConv's
-    layout: NHWC ``inputs`` are transposed once, here, untimed. ``call()`` runs the
-    session through an I/O binding that reads ``x`` in place and writes the
-    preallocated uint8 NCHW ``out``, and returns ``out``.
 
-    onnxruntime and onnx are imported here, not at module import (ImportError when
-    either is missing; ``onnxruntime_version()`` tells first). ONNX Runtime's worker
-    threads spin after a run: see ``fastpw._timing.ORT_IDLE_SECONDS``.
-    """
+def _onnxruntime_session(
+    nodes: list[Any],
+    inputs: list[Any],
+    outputs: list[Any],
+    initializers: list[Any],
+    threads: int,
+) -> Any:
+    """A CPU session for a one-graph model (opset 13, plus ``com.microsoft`` version 1):
+    ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``, sequential
+    execution, all graph optimizations on (``ORT_ENABLE_ALL``, ONNX Runtime's default)."""
     import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    x = inputs.x_nchw
-    n, c, h, w = x.shape
-    k = inputs.weight.shape[0]
-    x_scale, x_zero_point = inputs.x_quant
-    w_scale, _ = inputs.w_quant
-    y_scale, y_zero_point = inputs.y_quant
-    initializers = [
-        numpy_helper.from_array(np.array(x_scale, np.float32), "x_scale"),
-        numpy_helper.from_array(np.array(x_zero_point, np.uint8), "x_zero_point"),
-        numpy_helper.from_array(inputs.weight.reshape(k, c, 1, 1), "w"),
-        numpy_helper.from_array(np.asarray(w_scale, np.float32), "w_scale"),
-        numpy_helper.from_array(np.zeros(k, np.int8), "w_zero_point"),
-        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
-        numpy_helper.from_array(np.array(y_zero_point, np.uint8), "y_zero_point"),
-        numpy_helper.from_array(inputs.bias, "bias"),
-    ]
-    node = helper.make_node(
-        "QLinearConv",
-        ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point"]
-        + ["y_scale", "y_zero_point", "bias"],
-        ["y"],
-        kernel_shape=[1, 1],
-    )
-    graph = helper.make_graph(
-        [node],
-        "qlinearconv1x1",
-        [helper.make_tensor_value_info("x", TensorProto.UINT8, [n, c, h, w])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, [n, k, h, w])],
-        initializers,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="fastpw._peers"
-    )
+    graph = helper.make_graph(nodes, "conv1x1", inputs, outputs, initializers)
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="fastpw._peers")
     model.ir_version = 8  # opset 13's IR version: read by every onnxruntime since 1.8
 
     options = ort.SessionOptions()
@@ -121,10 +96,18 @@ def onnxruntime_qlinearconv(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(
+    return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    out = np.empty((n, k, h, w), np.uint8)
+
+
+def _onnxruntime_bound_call(
+    session: Any, x: np.ndarray, out: np.ndarray
+) -> Callable[[], np.ndarray]:
+    """``call()`` runs ``session`` through an I/O binding that reads ``x`` in place and
+    writes the preallocated ``out``, and returns ``out``."""
+    import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+
     x_value = ort.OrtValue.ortvalue_from_numpy(x)  # shares x's memory
     out_value = ort.OrtValue.ortvalue_from_numpy(out)  # shares out's memory
     binding = session.io_binding()
@@ -137,4 +120,175 @@ def onnxruntime_qlinearconv(
 
     # The OrtValues borrow x's and out's memory: keep them (and x) alive with the call.
     call.keepalive = (x, x_value, out_value)  # type: ignore[attr-defined]
-    return call, out
+    return call
+
+
+def _qlinearconv_call(
+    inputs: Int8Inputs, threads: int, channels_last: bool
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """One QLinearConv node on ``inputs`` (the operands as initializers, 1x1 kernel):
+    the ONNX operator on NCHW, or ``com.microsoft.QLinearConv`` with ``channels_last=1``
+    on NHWC. x and y have x's 8-bit type (ONNX Runtime has no mixed-type kernel)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = inputs.x_nchw
+    if channels_last:
+        x = inputs.x if inputs.layout == "NHWC" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    k, c = inputs.weight.shape
+    x_scale, x_zero_point = inputs.x_quant
+    w_scale, _ = inputs.w_quant
+    y_scale, y_zero_point = inputs.y_quant
+    initializers = [
+        numpy_helper.from_array(np.array(x_scale, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(x_zero_point, x.dtype), "x_zero_point"),
+        numpy_helper.from_array(inputs.weight.reshape(k, c, 1, 1), "w"),
+        numpy_helper.from_array(np.asarray(w_scale, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(k, np.int8), "w_zero_point"),
+        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(y_zero_point, x.dtype), "y_zero_point"),
+        numpy_helper.from_array(inputs.bias, "bias"),
+    ]
+    layout = "NHWC" if channels_last else "NCHW"
+    node = helper.make_node(
+        "QLinearConv",
+        ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point"]
+        + ["y_scale", "y_zero_point", "bias"],
+        ["y"],
+        kernel_shape=[1, 1],
+        domain="com.microsoft" if channels_last else None,
+    )
+    if channels_last:
+        node.attribute.append(helper.make_attribute("channels_last", 1))
+    out = empty_output(x, k, layout, x.dtype)
+    elem_type = TensorProto.UINT8 if x.dtype == np.uint8 else TensorProto.INT8
+    session = _onnxruntime_session(
+        [node],
+        [helper.make_tensor_value_info("x", elem_type, list(x.shape))],
+        [helper.make_tensor_value_info("y", elem_type, list(out.shape))],
+        initializers,
+        threads,
+    )
+    return _onnxruntime_bound_call(session, x, out), out
+
+
+def onnxruntime_qlinearconv(
+    inputs: Int8Inputs, threads: int
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """ONNX Runtime's QLinearConv on ``inputs``, the int8 baseline: returns ``(call, out)``.
+
+    A one-node ONNX model (opset 13, the operands as initializers, 1x1 kernel) and its
+    session are built once, here (see ``_onnxruntime_session``). The input is always
+    NCHW, QLinearConv's layout: NHWC ``inputs`` are transposed once, here, untimed.
+    ``call()`` runs the session through an I/O binding that reads ``x`` in place and
+    writes the preallocated uint8 NCHW ``out``, and returns ``out``.
+
+    What runs: ONNX Runtime's CPU layout transformer rewrites the node into
+    Transpose -> ``com.microsoft.QLinearConv`` (channels_last=1) -> Transpose, so each
+    call pays two transposes besides the NHWC kernel; ``onnxruntime_qlinearconv_nhwc``
+    is the same kernel without them.
+
+    onnxruntime and onnx are imported here, not at module import (ImportError when
+    either is missing; ``onnxruntime_version()`` tells first). ONNX Runtime's worker
+    threads spin after a run: see ``fastpw._timing.ORT_IDLE_SECONDS``.
+    """
+    return _qlinearconv_call(inputs, threads, channels_last=False)
+
+
+def onnxruntime_qlinearconv_nhwc(
+    inputs: Int8Inputs, threads: int
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """ONNX Runtime's NHWC QLinearConv on ``inputs``: returns ``(call, out)``.
+
+    ``com.microsoft.QLinearConv`` with ``channels_last=1`` (a CPU contrib op), fed the
+    NHWC x directly; ``out`` is NHWC. NCHW ``inputs`` are transposed once, here,
+    untimed. Otherwise as ``onnxruntime_qlinearconv``.
+    """
+    return _qlinearconv_call(inputs, threads, channels_last=True)
+
+
+def onnxruntime_conv(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, threads: int, layout: str = "NCHW"
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """ONNX Runtime's float32 Conv (1x1, with bias) on ``x``: returns ``(call, out)``.
+
+    NCHW: one Conv node. NHWC: ONNX Runtime 1.32's CPU provider has no float32 NHWC
+    Conv kernel (``com.microsoft.NhwcConv`` and ``NhwcFusedConv`` are not registered for
+    float32 on CPU), so the model is what an NHWC user exports: Transpose -> Conv ->
+    Transpose. In both layouts the graph optimizer (``ORT_ENABLE_ALL``) rewrites the
+    Conv to its NCHWc blocked kernel between ``ReorderInput`` and ``ReorderOutput``
+    nodes; in NHWC those read and write NHWC themselves (``channels_last=1``), taking
+    the place of the Transposes. So each call pays a reorder of x and of y around the
+    kernel, in either layout: that is what ONNX Runtime users get. Session and I/O
+    binding as in ``onnxruntime_qlinearconv``; ``out`` is float32 in ``layout``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    k, c = weight.shape
+    out = empty_output(x, k, layout)
+    conv_io = (["x", "w", "b"], ["y"]) if layout == "NCHW" else (["x_nchw", "w", "b"], ["y_nchw"])
+    nodes = [helper.make_node("Conv", *conv_io, kernel_shape=[1, 1])]
+    if layout == "NHWC":
+        nodes.insert(0, helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Transpose", ["y_nchw"], ["y"], perm=[0, 2, 3, 1]))
+    session = _onnxruntime_session(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out.shape))],
+        [
+            numpy_helper.from_array(np.ascontiguousarray(weight.reshape(k, c, 1, 1)), "w"),
+            numpy_helper.from_array(np.ascontiguousarray(bias), "b"),
+        ],
+        threads,
+    )
+    return _onnxruntime_bound_call(session, x, out), out
+
+
+# -------------------------------------------------------------------------- correctness
+
+
+def float32_errors(
+    result: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, layout: str
+) -> tuple[int, float]:
+    """How a float32 peer's ``result`` compares with ``fastpw.testing``'s reference:
+    ``(outside, relative)``, the number of entries outside ``conv1x1_tolerance`` (0 for
+    a correct float32 result) and ``max_relative_error`` (compare it with
+    ``RELATIVE_TOLERANCE``)."""
+    from .testing import conv1x1_reference, conv1x1_tolerance, max_relative_error
+
+    expected = conv1x1_reference(x, weight, bias, layout=layout)
+    tolerance = conv1x1_tolerance(x, weight, bias, layout=layout)
+    error = np.abs(np.asarray(result, np.float64) - expected)
+    return int(np.count_nonzero(~(error <= tolerance))), max_relative_error(result, expected)
+
+
+@dataclass(frozen=True)
+class Int8Differences:
+    """How an 8-bit peer's result differs from fastpw's int8 formula
+    (``fastpw.testing.qconv1x1_reference``): counts of values off by exactly 1 and by
+    more, the largest difference, and the number of values."""
+
+    by_one: int
+    by_more: int
+    largest: int
+    size: int
+
+    @property
+    def exact(self) -> bool:
+        """True when the result equals the formula bit for bit."""
+        return self.by_one == self.by_more == 0
+
+
+def int8_differences(result: np.ndarray, inputs: Int8Inputs) -> Int8Differences:
+    """Compare a peer's 8-bit ``result`` (in ``inputs.layout``) with the formula."""
+    from .testing import qconv1x1_reference
+
+    expected = qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
+    if result.shape != expected.shape:
+        raise ValueError(f"result shape {result.shape}, expected {expected.shape}")
+    diff = np.abs(result.astype(np.int16) - expected.astype(np.int16))
+    by_one = int(np.count_nonzero(diff == 1))
+    return Int8Differences(
+        by_one, int(np.count_nonzero(diff > 1)), int(diff.max(initial=0)), int(diff.size)
+    )
