@@ -7,6 +7,9 @@
   same fed NHWC (the ``com.microsoft`` QLinearConv with ``channels_last=1``), and
   ``onnxruntime_version`` to tell first whether they can run;
 - ``onnxruntime_conv``: ONNX Runtime's float32 Conv, NCHW or NHWC;
+- ``torch_conv2d`` and ``torch_qconv2d``: PyTorch's float32 conv2d (NCHW or
+  channels_last) and its quantized Conv2d on one quantized engine, with
+  ``torch_version`` to tell first whether torch imports;
 - ``float32_errors`` and ``int8_differences``: how a peer's result compares with
   ``fastpw.testing``'s reference.
 
@@ -14,9 +17,10 @@ Every peer returns ``(call, out)``: its session or module is built here, outside
 timing, and ``call()`` returns the result as a numpy array in the layout of the inputs.
 
 Not API: the command line, the benchmarks and tests/test_peers.py are its only users.
-onnxruntime and onnx are optional (``pip install "fastpw[bench]"``): they are imported
-inside the functions that use them. ONNX Runtime's and OpenBLAS's worker threads spin
-after a call: see ``fastpw._timing`` for how long.
+onnxruntime and onnx are optional (``pip install "fastpw[bench]"``), and so is torch
+(installed by hand: it is too big for an extra): each is imported inside the functions
+that use it. ONNX Runtime's and OpenBLAS's worker threads spin after a call: see
+``fastpw._timing`` for how long.
 """
 
 from __future__ import annotations
@@ -243,6 +247,139 @@ def onnxruntime_conv(
         threads,
     )
     return _onnxruntime_bound_call(session, x, out), out
+
+
+# ------------------------------------------------------------------------------ PyTorch
+
+
+def torch_version() -> str | None:
+    """torch's version when it imports, else None."""
+    try:
+        import torch  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return str(torch.__version__)
+
+
+def torch_cpu_capability() -> str | None:
+    """The ISA torch's own CPU kernels were dispatched to (``ATEN_CPU_CAPABILITY``
+    overrides it), e.g. "AVX2"; None without torch."""
+    try:
+        import torch  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def torch_quantized_engines() -> tuple[str, ...]:
+    """The quantized engines this torch build supports (without "none"); () without
+    torch."""
+    try:
+        import torch  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return ()
+    return tuple(e for e in torch.backends.quantized.supported_engines if e != "none")
+
+
+def _torch_threads(threads: int) -> None:
+    """torch's intra-op thread count is process-wide: set it when it differs."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def torch_conv2d(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, threads: int, layout: str = "NCHW"
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """PyTorch's float32 ``conv2d`` (1x1, with bias) on ``x``: returns ``(call, out)``.
+
+    NCHW: x as a contiguous tensor; NHWC: x as an NCHW tensor in ``torch.channels_last``
+    memory format (a view of the same memory), so torch picks its channels-last path
+    and returns a channels-last result. The tensors share x's, weight's and bias's
+    memory. ``call()`` sets torch's thread count to ``threads`` when it differs (a
+    process-wide setting), runs ``conv2d`` under ``torch.inference_mode()`` and returns
+    the result as a numpy view in ``layout``: torch allocates its output on every call
+    (``conv2d`` has no ``out=``), as its users get it. ``out`` is the first call's result.
+    """
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    k, c = weight.shape
+    x_t = torch.from_numpy(x) if layout == "NCHW" else torch.from_numpy(x).permute(0, 3, 1, 2)
+    w_t = torch.from_numpy(np.ascontiguousarray(weight)).reshape(k, c, 1, 1)
+    if layout == "NHWC":
+        w_t = w_t.contiguous(memory_format=torch.channels_last)  # (K, C, 1, 1): same bytes
+    b_t = torch.from_numpy(np.ascontiguousarray(bias))
+    conv2d = torch.nn.functional.conv2d
+
+    def call() -> np.ndarray:
+        _torch_threads(threads)
+        with torch.inference_mode():
+            y = conv2d(x_t, w_t, b_t)
+        result: np.ndarray = (y if layout == "NCHW" else y.permute(0, 2, 3, 1)).numpy()
+        return result
+
+    call.keepalive = (x, weight, bias)  # type: ignore[attr-defined]
+    return call, call()
+
+
+def torch_qconv2d(
+    inputs: Int8Inputs, threads: int, engine: str
+) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """PyTorch's quantized ``Conv2d`` on ``inputs`` with quantized engine ``engine``
+    (one of ``torch_quantized_engines()``): returns ``(call, out)``.
+
+    A ``torch.ao.nn.quantized.Conv2d`` module (1x1) holds the int8 weight per channel
+    (``w_quant``'s scales, zero point 0) packed for ``engine``; x is a quint8 tensor with
+    ``x_quant``; the output is quint8 with ``y_quant``: the operands of fastpw's
+    ``QConv1x1`` and of QLinearConv. torch takes a float bias: it gets
+    ``bias[k] * x_scale * w_scale[k]`` (the int32 bias in real units), which each engine
+    adds in its own way. NHWC ``inputs`` go in as a ``torch.channels_last`` tensor.
+
+    ``call()`` sets the engine and thread count when they differ (both process-wide),
+    runs the module under ``torch.inference_mode()`` and returns the uint8 result in
+    ``inputs.layout``: ``int_repr()`` copies the K*H*W output bytes once per call (a
+    quantized tensor has no uint8 view). ``out`` is the first call's result.
+    """
+    import torch  # type: ignore[import-not-found, unused-ignore]
+    import torch.ao.nn.quantized as nnq  # type: ignore[import-not-found, unused-ignore]
+
+    if inputs.x.dtype != np.uint8:
+        raise ValueError("torch's quantized Conv2d takes quint8 activations only")
+    torch.backends.quantized.engine = engine
+    k, c = inputs.weight.shape
+    x_scale, x_zero_point = inputs.x_quant
+    w_scale = torch.from_numpy(np.asarray(inputs.w_quant[0], np.float32)).double()
+    y_scale, y_zero_point = inputs.y_quant
+    weight = torch._make_per_channel_quantized_tensor(
+        torch.from_numpy(inputs.weight).reshape(k, c, 1, 1),
+        w_scale,
+        torch.zeros(k, dtype=torch.long),
+        0,
+    )
+    bias = torch.from_numpy(inputs.bias.astype(np.float64) * x_scale * w_scale.numpy())
+    module = nnq.Conv2d(c, k, 1)  # type: ignore[no-untyped-call, unused-ignore]
+    module.set_weight_bias(weight, bias.float())
+    module.scale, module.zero_point = float(y_scale), int(y_zero_point)
+    x_t = torch.from_numpy(inputs.x)
+    if inputs.layout == "NHWC":
+        x_t = x_t.permute(0, 3, 1, 2)  # an NCHW tensor in channels_last memory format
+    x_q = torch._make_per_tensor_quantized_tensor(x_t, x_scale, x_zero_point)
+    if inputs.layout == "NHWC":
+        x_q = x_q.contiguous(memory_format=torch.channels_last)
+
+    def call() -> np.ndarray:
+        if torch.backends.quantized.engine != engine:
+            torch.backends.quantized.engine = engine
+        _torch_threads(threads)
+        with torch.inference_mode():
+            y = module(x_q).int_repr()
+        result: np.ndarray = (y if inputs.layout == "NCHW" else y.permute(0, 2, 3, 1)).numpy()
+        return result
+
+    return call, call()
 
 
 # -------------------------------------------------------------------------- correctness

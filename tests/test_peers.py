@@ -5,27 +5,35 @@ gets the same answer. Each peer here runs on one thread on small layers (one rag
 odd C, K, H and W) in its own layout, and its result is compared with
 ``fastpw.testing``'s reference:
 
-- float32 peers (ONNX Runtime Conv, NCHW and NHWC): every value within
+- float32 peers (ONNX Runtime Conv, PyTorch conv2d; NCHW and NHWC): every value within
   ``conv1x1_tolerance``;
-- 8-bit peers (ONNX Runtime QLinearConv NCHW and ``com.microsoft`` NHWC): measured with
+- 8-bit peers (ONNX Runtime QLinearConv NCHW and ``com.microsoft`` NHWC, PyTorch's
+  quantized Conv2d on each quantized engine): measured with
   ``int8_differences`` against the formula (``qconv1x1_reference``), on two kinds of
   weights.
 
-What was found (ONNX Runtime 1.32, AMD Zen 3: AVX2, no VNNI):
+What was found (ONNX Runtime 1.32, torch 2.13, AMD Zen 3: AVX2, no VNNI):
 
 - With 7-bit weights (-64..63: no pair of u8 x s8 products can leave int16), ONNX
-  Runtime equals the formula bit for bit: it rounds half to even after one float32
-  multiply, as fastpw does.
+  Runtime, torch's "fbgemm" and "qnnpack" engines equal the formula bit for bit: they
+  round half to even after one float32 multiply, as fastpw does. "onednn" adds the
+  bias in float32 after scaling, so a value can land on the other side of a rounding
+  tie: off by 1 at most (1 value in 100352 on resnet50 512->2048 7x7). "x86" picked
+  fbgemm here; it may pick oneDNN elsewhere, so it is held to oneDNN's bound.
 - With full-range weights (-127..127, what ``make_int8_inputs`` and the benchmarks use),
-  on x86 without VNNI (AVX512-VNNI or AVX-VNNI), ONNX Runtime multiplies with
-  VPMADDUBSW, whose int16 sums of adjacent-channel product pairs saturate
-  (onnxruntime#16105): most outputs differ from the formula (by up to ~60). Its results
-  equal, bit for bit, the formula with each pair sum ``x[2i] * w[2i] + x[2i+1] *
-  w[2i+1]`` clamped to int16 (``_saturated_pairs_reference``). With VNNI it is expected
-  to be exact, as bench/test_bench_int8.py assumes.
+  on x86 without VNNI (AVX512-VNNI or AVX-VNNI), ONNX Runtime, "fbgemm", "x86" and
+  "onednn" multiply with VPMADDUBSW, whose int16 sums of adjacent-channel product pairs
+  saturate (onnxruntime#16105): most outputs differ from the formula (by up to ~60).
+  Their results equal, bit for bit, the formula with each pair sum
+  ``x[2i] * w[2i] + x[2i+1] * w[2i+1]`` clamped to int16 (``_saturated_pairs_reference``)
+  ("onednn" again within 1 of it). "qnnpack" widens to 16 bits before multiplying and
+  equals the formula. With VNNI the saturating peers are expected to be exact (within
+  1 for oneDNN), as bench/test_bench_int8.py assumes.
 
 Each 8-bit test records the number of values that differ from the formula as a
-``differs_from_formula`` property (``--junitxml`` shows it).
+``differs_from_formula`` property (``--junitxml`` shows it). onnxruntime and onnx are
+in the test extra; torch is not (it is too big): the torch tests skip where it is not
+installed, so CI does not run them.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from fastpw.testing import qconv1x1_accumulators
 
 SHAPES = (LayerShape("square", 64, 96, 9, 7), LayerShape("ragged", 37, 19, 5, 3))
 LAYOUTS = ("NCHW", "NHWC")
+TORCH_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
 
 _FEATURES = fastpw.cpu_features()
 #: VNNI multiplies u8 x s8 into int32 without an int16 step: no pair sum saturates.
@@ -58,6 +67,15 @@ layouts = pytest.mark.parametrize("layout", LAYOUTS)
 def onnxruntime():
     pytest.importorskip("onnx")
     return pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def torch():
+    torch = pytest.importorskip("torch")
+    engine, threads = torch.backends.quantized.engine, torch.get_num_threads()
+    yield torch
+    torch.backends.quantized.engine = engine  # both are process-wide: put them back
+    torch.set_num_threads(threads)
 
 
 def _seven_bit(inputs: Int8Inputs) -> Int8Inputs:
@@ -122,13 +140,14 @@ def _check_int8(result, inputs, record_property, *, within_one, saturates):
 # --------------------------------------------------------------------------- float32
 
 
-@pytest.mark.parametrize("peer", ["onnxruntime"])
+@pytest.mark.parametrize("peer", ["onnxruntime", "torch"])
 @layouts
 @shape_ids
 def test_float32_peer_matches_reference(request, peer, shape, layout):
     request.getfixturevalue(peer)  # skips when the peer is not installed
     x, weight, bias = make_inputs(shape, layout)
-    call, out = _peers.onnxruntime_conv(x, weight, bias, 1, layout)
+    make_peer = _peers.onnxruntime_conv if peer == "onnxruntime" else _peers.torch_conv2d
+    call, out = make_peer(x, weight, bias, 1, layout)
     result = call()
     assert result.shape == out.shape == (1,) + _layout_shape(shape, layout)
     assert result.dtype == np.float32
@@ -180,3 +199,37 @@ def test_onnxruntime_qlinearconv_layouts_agree(onnxruntime, shape):
     nhwc = _peers.onnxruntime_qlinearconv_nhwc(inputs, 1)[0]()
     assert nhwc.shape == (1, shape.height, shape.width, shape.c_out)
     np.testing.assert_array_equal(nhwc, nchw.transpose(0, 2, 3, 1))
+
+
+# --------------------------------------------------------------------------- torch int8
+
+
+@pytest.mark.parametrize("weights", ["7-bit", "full-range"])
+@pytest.mark.parametrize("engine", TORCH_ENGINES)
+@layouts
+@shape_ids
+def test_torch_qconv2d(torch, record_property, shape, layout, engine, weights):
+    """torch's quantized Conv2d on each engine the build has (see the module docstring
+    for who rounds how)."""
+    if engine not in _peers.torch_quantized_engines():
+        pytest.skip(f"this torch has no {engine!r} quantized engine")
+    inputs = make_int8_inputs(shape, layout)
+    if weights == "7-bit":
+        inputs = _seven_bit(inputs)
+    call, out = _peers.torch_qconv2d(inputs, 1, engine)
+    result = call()
+    assert result.dtype == np.uint8 and result.shape == out.shape
+    assert torch.backends.quantized.engine == engine
+    _check_int8(
+        result,
+        inputs,
+        record_property,
+        within_one=engine in ("onednn", "x86"),
+        saturates=engine != "qnnpack",
+    )
+
+
+def test_torch_reports(torch):
+    assert _peers.torch_version() == torch.__version__
+    assert _peers.torch_cpu_capability()
+    assert set(_peers.torch_quantized_engines()) <= set(torch.backends.quantized.supported_engines)
