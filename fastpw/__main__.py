@@ -8,14 +8,20 @@ Four parts, in order:
    slices) against the float64 numpy reference, ``fastpw.testing.conv1x1_reference``.
    Any FAIL ends the run with status 1.
 3. Benchmark: every layer of ``fastpw.shapes.STANDARD_SHAPES`` for fastpw (NCHW and/or
-   NHWC, prepacked ``Conv1x1``) and numpy ``matmul`` on the same number of threads.
+   NHWC, prepacked ``Conv1x1``) and its float32 peers on as many threads: numpy
+   ``matmul``, and ONNX Runtime's Conv and PyTorch's conv2d where installed, each peer
+   checked against the reference first. Implementations are timed round by round
+   (``fastpw._timing.measure_interleaved``); rows report the median round, and a row
+   whose rounds disagree is marked unsteady and gives no ratio.
 4. int8 benchmark (``--no-int8`` skips it): the same layers quantized
    (``fastpw.shapes.make_int8_inputs``) for fastpw's prepacked ``QConv1x1`` (uint8
-   output) and, when onnxruntime and onnx are installed, ONNX Runtime's QLinearConv on as
-   many intra-op threads; each fastpw result is first checked bit for bit against ONNX
-   Runtime's (or, without it, against the int8 reference,
-   ``fastpw.testing.qconv1x1_reference``). A mismatch ends the run with status 1.
-   Speedups against ONNX Runtime and against part 3's float32 GFLOP/s.
+   output), checked bit for bit against the int8 formula
+   (``fastpw.testing.qconv1x1_reference``; a mismatch ends the run with status 1), and,
+   when onnxruntime and onnx are installed, ONNX Runtime's QLinearConv in the same
+   layout, whose differences from the formula are counted. Speedups against ONNX
+   Runtime and against part 3's float32 GFLOP/s.
+
+``--kernels`` prints the kernel table of this build and exits.
 """
 
 from __future__ import annotations
@@ -34,7 +40,16 @@ import numpy as np
 
 import fastpw
 from fastpw import _kernels
-from fastpw._peers import numpy_baseline, onnxruntime_qlinearconv, onnxruntime_version
+from fastpw._peers import (
+    float32_errors,
+    numpy_baseline,
+    onnxruntime_conv,
+    onnxruntime_qlinearconv,
+    onnxruntime_qlinearconv_nhwc,
+    onnxruntime_version,
+    torch_conv2d,
+    torch_version,
+)
 from fastpw._timing import (
     BLAS_IDLE_SECONDS,
     ORT_IDLE_SECONDS,
@@ -381,30 +396,67 @@ def record(row: dict, name: str, spread, flops: int, unit: str = "gflops") -> No
         row["unsteady"].append(name)
 
 
+def float_peer_names() -> str:
+    """The float32 peers this report times, and how to add the missing ones."""
+    present = ["numpy"]
+    missing = []
+    for name, version in (("onnxruntime", onnxruntime_version()), ("torch", torch_version())):
+        (present if version else missing).append(f"{name} {version}" if version else name)
+    note = ", ".join(present)
+    if missing:
+        note += f" ({' and '.join(missing)} not installed: {BENCH_INSTALL}"
+        note += "; pip install torch" if "torch" in missing else ""
+        note += ")"
+    return note
+
+
+def float_peers(x, weight, bias, layout: str, threads: int) -> dict:
+    """The float32 peers importable here, each on the row's threads: numpy's bare matmul
+    (no bias: the strictest baseline), ONNX Runtime's Conv and PyTorch's conv2d (with
+    bias), the last two checked against the float64 reference before they are timed."""
+    peers = {"numpy": numpy_baseline(x, weight, layout)[0]}
+    if onnxruntime_version() is not None:
+        peers["onnxruntime"] = onnxruntime_conv(x, weight, bias, threads, layout)[0]
+    if torch_version() is not None:
+        peers["torch"] = torch_conv2d(x, weight, bias, threads, layout)[0]
+    for name in ("onnxruntime", "torch"):
+        if name in peers:
+            outside, error = float32_errors(peers[name](), x, weight, bias, layout)
+            if outside:
+                raise RuntimeError(f"{name} {layout}: {outside} values off (max rel {error:.1e})")
+    return peers
+
+
 def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bool) -> dict:
-    """Time one layer, fastpw and numpy interleaved round by round
-    (``measure_interleaved``); GFLOP/s from the median round. Speedups (against numpy
-    in the same layout) only from steady rows: a row whose rounds spread more than
-    SPREAD_LIMIT is marked instead. ``ceiling``: a PeakCeiling (or None)."""
+    """Time one layer, fastpw and every float32 peer interleaved round by round
+    (``measure_interleaved``); GFLOP/s from the median round. Ratios (fastpw against
+    numpy, and against the best peer in the same layout) only from steady rows: a row
+    whose rounds spread more than SPREAD_LIMIT is marked instead. ``ceiling``: a
+    PeakCeiling (or None)."""
     row = {"shape": shape.name, "flops": shape.flops, "threads": threads}
-    calls = {}
+    calls, peers_of = {}, {}
     for layout in layouts:
         x, weight, bias = make_inputs(shape, layout)
         layer = fastpw.Conv1x1(weight, bias, layout=layout)
         out = empty_output(x, shape.c_out, layout)
         calls[f"fastpw_{layout}"] = functools.partial(layer, x, out=out, num_threads=threads)
-        calls[f"numpy_{layout}"], _ = numpy_baseline(x, weight, layout)
+        peers = float_peers(x, weight, bias, layout, threads)
+        peers_of[layout] = list(peers)
+        calls.update({f"{name}_{layout}": call for name, call in peers.items()})
     time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads from earlier numpy work go idle
-    numpy_rows = [f"numpy_{layout}" for layout in layouts]
+    spinning = [name for name in calls if not name.startswith("fastpw_")]
     spreads = measure_interleaved(
-        calls, **timing_settings(threads, quick, numpy_rows, BLAS_IDLE_SECONDS)
+        calls, **timing_settings(threads, quick, spinning, BLAS_IDLE_SECONDS)
     )
     for name, spread in spreads.items():
         record(row, name, spread, shape.flops)
     for layout in layouts:
         achieved = row[f"fastpw_{layout}_gflops"]
+        best = max(peers_of[layout], key=lambda name: row[f"{name}_{layout}_gflops"])
+        row[f"best_{layout}"] = f"{row[f'{best}_{layout}_gflops']:.1f} {best}"
         if not row["unsteady"]:
             row[f"fastpw_{layout}_speedup"] = achieved / row[f"numpy_{layout}_gflops"]
+            row[f"fastpw_{layout}_vs_best"] = achieved / row[f"{best}_{layout}_gflops"]
         row[f"fastpw_{layout}_percent_of_peak"] = ceiling.percent(achieved) if ceiling else None
     row["steady"] = "yes" if not row["unsteady"] else "NO"
     return row
@@ -427,7 +479,9 @@ class Table:
                 self.columns += [
                     (f"fastpw {lay}", f"fastpw_{lay}_gflops", "{:.1f}"),
                     (f"numpy {lay}", f"numpy_{lay}_gflops", "{:.1f}"),
-                    ("speedup", f"fastpw_{lay}_speedup", "{:.2f}x"),
+                    ("vs numpy", f"fastpw_{lay}_speedup", "{:.2f}x"),
+                    (f"best peer {lay}", f"best_{lay}", "{}"),
+                    ("vs best", f"fastpw_{lay}_vs_best", "{:.2f}x"),
                 ]
             self.columns += [
                 (f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts
@@ -487,56 +541,49 @@ def _int8_reference(inputs) -> np.ndarray:
 def benchmark_int8_shape(
     shape: LayerShape, layouts, threads: int, float_row: dict | None, use_ort: bool, quick: bool
 ) -> dict:
-    """Check, then time, one layer in int8, fastpw and ONNX Runtime interleaved round by
-    round; GOP/s from the median round, ratios only from steady rows (as benchmark_shape).
+    """Check, then time, one layer in int8, fastpw and ONNX Runtime in the same layout
+    (NCHW: QLinearConv; NHWC: com.microsoft QLinearConv with channels_last) interleaved
+    round by round; GOP/s from the median round, ratios only from steady rows (as
+    benchmark_shape), also against fastpw float32 in the same layout (``float_row``).
 
-    Speedups: against ONNX Runtime's QLinearConv (NCHW, timed once for both layouts) and
-    against fastpw float32 in the same layout (``float_row``, from the float32 table).
-    ``exact``: "yes" when every layout's uint8 output equals ONNX Runtime's bit for bit
-    (NHWC: its transpose), or the int8 formula without ONNX Runtime; "ORT off" when
-    fastpw matches the formula but ONNX Runtime does not; else "NO".
+    ``exact``: "yes" when fastpw's uint8 output equals the int8 formula
+    (``fastpw.testing.qconv1x1_reference``) bit for bit in every layout, else "NO".
+    ``ORT exact``: the same for ONNX Runtime, or how many values differ (on x86 without
+    VNNI its u8s8 kernels saturate 16-bit pair sums).
     """
     row = {"shape": shape.name, "ops": shape.flops, "threads": threads}
-    nchw = make_int8_inputs(shape, "NCHW")
-    ort_call = None
-    if use_ort:
-        ort_call, _ = onnxruntime_qlinearconv(nchw, threads)  # session built once
-        expected = ort_call().copy()
-    else:
-        expected = _int8_reference(nchw)
-    formula = None if use_ort else expected
-    calls, verdicts = {}, []
+    timed, fastpw_exact, ort_off = {}, True, 0
     for layout in layouts:
-        inputs = nchw if layout == "NCHW" else make_int8_inputs(shape, layout)
+        inputs = make_int8_inputs(shape, layout)
+        expected = _from_nchw(_int8_reference(make_int8_inputs(shape, "NCHW")), layout)
         layer = quantized_layer(inputs)
         out = empty_output(inputs.x, shape.c_out, layout, np.uint8)
-        calls[layout] = functools.partial(layer, inputs.x, out=out, num_threads=threads)
-        calls[layout]()  # correctness, outside the timing
-        if np.array_equal(out, _from_nchw(expected, layout)):
-            verdicts.append("yes")
-            continue
-        if formula is None:  # fastpw and ONNX Runtime differ: which one is off?
-            formula = _int8_reference(nchw)
-        verdicts.append("ORT off" if np.array_equal(out, _from_nchw(formula, layout)) else "NO")
-        row[f"int8_{layout}_mismatches"] = int(
-            np.count_nonzero(out != _from_nchw(expected, layout))
-        )
-    row["exact"] = "NO" if "NO" in verdicts else ("ORT off" if "ORT off" in verdicts else "yes")
+        timed[f"int8_{layout}"] = functools.partial(layer, inputs.x, out=out, num_threads=threads)
+        timed[f"int8_{layout}"]()  # correctness, outside the timing
+        if not np.array_equal(out, expected):
+            fastpw_exact = False
+            row[f"int8_{layout}_mismatches"] = int(np.count_nonzero(out != expected))
+        if use_ort:
+            peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
+            timed[f"ort_{layout}"], result = peer(inputs, threads)  # session built once
+            row[f"ort_{layout}_differs"] = int(np.count_nonzero(result != expected))
+            ort_off += row[f"ort_{layout}_differs"]
+    row["exact"] = "yes" if fastpw_exact else "NO"
+    if use_ort:
+        row["ort_exact"] = "yes" if not ort_off else f"{ort_off} off"
 
     time.sleep(INT8_IDLE_SECONDS)  # ONNX Runtime's and BLAS's threads go idle
-    timed = {f"int8_{layout}": call for layout, call in calls.items()}
-    if ort_call is not None:
-        timed["ort"] = ort_call
+    spinning = [name for name in timed if name.startswith("ort_")]
     spreads = measure_interleaved(
-        timed, **timing_settings(threads, quick, ["ort"], INT8_IDLE_SECONDS)
+        timed, **timing_settings(threads, quick, spinning, INT8_IDLE_SECONDS)
     )
     for name, spread in spreads.items():
         record(row, name, spread, shape.flops, unit="gops")
     steady = not row["unsteady"]
     for layout in layouts:
         achieved = row[f"int8_{layout}_gops"]
-        if ort_call is not None and steady:
-            row[f"int8_{layout}_vs_ort"] = achieved / row["ort_gops"]
+        if use_ort and steady:
+            row[f"int8_{layout}_vs_ort"] = achieved / row[f"ort_{layout}_gops"]
         if steady and float_row and float_row.get(f"fastpw_{layout}_speedup"):
             row[f"int8_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
     row["steady"] = "yes" if steady else "NO"
@@ -546,10 +593,12 @@ def benchmark_int8_shape(
 def int8_columns(layouts, use_ort: bool) -> list:
     columns = [(f"int8 {lay}", f"int8_{lay}_gops", "{:.1f}") for lay in layouts]
     if use_ort:
-        columns.append(("ORT QLinearConv", "ort_gops", "{:.1f}"))
+        columns += [(f"ORT {lay}", f"ort_{lay}_gops", "{:.1f}") for lay in layouts]
         columns += [(f"{lay} vs ORT", f"int8_{lay}_vs_ort", "{:.2f}x") for lay in layouts]
     columns += [(f"{lay} vs f32", f"int8_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
     columns.append(("exact", "exact", "{}"))
+    if use_ort:
+        columns.append(("ORT exact", "ort_exact", "{}"))
     columns.append(("steady", "steady", "{}"))
     return columns
 
@@ -561,19 +610,20 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
     use_ort = ort_version is not None
     if use_ort:
         baseline = (
-            f"ONNX Runtime {ort_version} QLinearConv (NCHW input, session built once, "
-            f"intra_op_num_threads={threads}, inter_op_num_threads=1, all graph "
-            "optimizations), timed once per layer for both layouts"
-        )
-        exact = (
-            "exact = fastpw's uint8 output equals ONNX Runtime's bit for bit (NHWC: its transpose)"
+            f"ONNX Runtime {ort_version} in the same layout: QLinearConv on NCHW input, "
+            "com.microsoft QLinearConv with channels_last=1 on NHWC input (sessions built "
+            f"once, intra_op_num_threads={threads}, inter_op_num_threads=1, all graph "
+            "optimizations)"
         )
     else:
         baseline = (
             "no ONNX Runtime baseline: onnxruntime and onnx not both importable "
             f"(install them with: {BENCH_INSTALL})"
         )
-        exact = "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference)"
+    exact = (
+        "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference) bit for "
+        "bit; ORT exact = the same for ONNX Runtime, or how many values differ"
+    )
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
         f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa('int8')}), "
@@ -609,10 +659,10 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
     passed = all(row["exact"] != "NO" for row in rows)
     if not passed:
         print("\nint8 results differ from the int8 formula: see the rows marked NO.")
-    if any(row["exact"] == "ORT off" for row in rows):
+    if any(row.get("ort_exact", "yes") != "yes" for row in rows):
         print(
-            "\nONNX Runtime differs from the int8 formula where marked 'ORT off' (fastpw "
-            "matches it): on x86 without VNNI its u8s8 kernels can saturate 16-bit sums."
+            "\nONNX Runtime differs from the int8 formula where ORT exact counts values "
+            "off: on x86 without VNNI its u8s8 kernels can saturate 16-bit pair sums."
         )
     return rows, passed
 
@@ -661,13 +711,15 @@ def main(argv=None) -> int:
             limits = nullcontext()
         print(
             f"\nBenchmark: float32, batch 1, {threads} thread(s), median of "
-            f"{ROUNDS[args.quick]} rounds, fastpw and numpy interleaved; {blas_note}."
+            f"{ROUNDS[args.quick]} rounds, fastpw and its peers interleaved; {blas_note}."
         )
         if not info["openmp"] and threads > 1:
             print("fastpw was built without OpenMP: its kernels run on 1 thread.")
         print(
             "GFLOP/s = 2*C*K*H*W / time. numpy NCHW = W @ X, numpy NHWC = X @ W.T (bare "
-            "matmul; fastpw adds the bias too). %peak = fastpw / (FMA peak x threads used).\n"
+            "matmul; fastpw adds the bias too). best peer = the fastest of "
+            f"{float_peer_names()} in the same layout, on as many threads. "
+            "%peak = fastpw / (FMA peak x threads used).\n"
         )
         # A serial build runs on one core whatever it is asked for.
         ceiling = PeakCeiling(peak, threads if info["openmp"] else 1, info["isa"])
@@ -679,10 +731,10 @@ def main(argv=None) -> int:
                 table.row(rows[-1])
         summary = {"shape": SUMMARY_LABEL}
         for layout in layouts:
-            key = f"fastpw_{layout}_speedup"
-            values = [row[key] for row in rows if row.get(key)]
-            if values:  # over the steady rows only
-                summary[key] = geometric_mean(values)
+            for key in (f"fastpw_{layout}_speedup", f"fastpw_{layout}_vs_best"):
+                values = [row[key] for row in rows if row.get(key)]
+                if values:  # over the steady rows only
+                    summary[key] = geometric_mean(values)
         summary["steady"] = f"{sum(row['steady'] == 'yes' for row in rows)}/{len(rows)}"
         table.rule()
         table.row(summary, missing="")
