@@ -1,12 +1,14 @@
-"""float32 1x1 convolution benchmarks: fastpw (prepacked ``Conv1x1``) against numpy ``matmul``.
+"""float32 1x1 convolution benchmarks: fastpw (prepacked ``Conv1x1``) against its peers.
 
 Each case of ``fastpw.shapes.STANDARD_SHAPES`` x layout x implementation x thread count
 is one pytest-benchmark row; rows are grouped by shape and thread count, and
 ``extra_info["gflops"]`` holds the throughput from the median round.
 
-The numpy baseline (``fastpw._peers.numpy_baseline``) is the same GEMM written the
-natural way for each layout, with its BLAS limited to the same thread count through
-threadpoolctl. Both sides write into a preallocated output; weight packing and
+The peers (``fastpw._peers``), each on the row's thread count: numpy ``matmul``, the
+same GEMM written the natural way for each layout, with its BLAS limited through
+threadpoolctl; ONNX Runtime's Conv and PyTorch's conv2d, each with a row only where it
+is installed (ONNX Runtime comes with the ``bench`` and ``test`` extras; PyTorch does
+not). Both sides write into a preallocated output; weight packing and
 transposes happen outside the timing. Before timing fastpw the suite waits
 ``BLAS_IDLE_SECONDS`` so OpenBLAS threads left polling by earlier numpy work do not
 compete with fastpw's OpenMP threads.
@@ -25,12 +27,24 @@ import pytest
 import threadpoolctl
 
 import fastpw
-from fastpw._peers import numpy_baseline
+from fastpw._peers import (
+    float32_errors,
+    numpy_baseline,
+    onnxruntime_conv,
+    onnxruntime_version,
+    torch_conv2d,
+    torch_version,
+)
 from fastpw._timing import BLAS_IDLE_SECONDS, benchmark_group, benchmark_info
 from fastpw.shapes import LAYOUTS, STANDARD_SHAPES, LayerShape, empty_output, make_inputs
 from fastpw.testing import RELATIVE_TOLERANCE, conv1x1_reference, max_relative_error
 
-IMPLEMENTATIONS = ("fastpw", "numpy")
+#: fastpw and the peers importable here.
+IMPLEMENTATIONS = ("fastpw", "numpy") + tuple(
+    name
+    for name, version in (("onnxruntime", onnxruntime_version()), ("torch", torch_version()))
+    if version is not None
+)
 
 
 @functools.lru_cache(maxsize=2)
@@ -59,17 +73,23 @@ def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
     limits = None
     if implementation == "fastpw":
         call, out = _fastpw_call(x, weight, bias, layout, threads)
-    else:
+    elif implementation == "numpy":
         call, out = numpy_baseline(x, weight, layout)
         reference = reference_without_bias  # the baseline is the bare matmul
         limits = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+    else:
+        peer = onnxruntime_conv if implementation == "onnxruntime" else torch_conv2d
+        call, _ = peer(x, weight, bias, threads, layout)
+        outside, error = float32_errors(call(), x, weight, bias, layout)
+        assert outside == 0, f"{implementation} {layout}: {outside} values off ({error:.2e})"
 
     try:
-        call()  # correctness, once, outside the timed part
-        error = max_relative_error(out, reference)
-        assert error <= RELATIVE_TOLERANCE, (
-            f"{implementation} {layout}: max relative error {error:.2e}"
-        )
+        if implementation in ("fastpw", "numpy"):
+            call()  # correctness, once, outside the timed part
+            error = max_relative_error(out, reference)
+            assert error <= RELATIVE_TOLERANCE, (
+                f"{implementation} {layout}: max relative error {error:.2e}"
+            )
 
         benchmark.group = benchmark_group(shape, threads)
         benchmark.extra_info.update(benchmark_info(shape, layout, threads, implementation))

@@ -5,13 +5,12 @@ pytest-benchmark row. The rows of a shape are:
 
 - ``NCHW-fastpw`` and ``NHWC-fastpw``: ``fastpw.QConv1x1`` (weights packed once, untimed)
   on uint8 x, int8 per-channel weights and an int32 bias, uint8 output;
-- ``NCHW-onnxruntime``: ONNX Runtime's QLinearConv on the same operands
-  (``fastpw._peers.onnxruntime_qlinearconv``: session built once per shape and thread
-  count, ``intra_op_num_threads`` = the row's thread count). QLinearConv's input layout is
-  NCHW, and ONNX Runtime's work does not depend on which layout fastpw reads, so it is
-  timed once per shape and thread count, not once per fastpw layout: both fastpw rows of
-  a group compare with the same ONNX Runtime row. Skipped when onnxruntime or onnx is
-  not installed.
+- ``NCHW-onnxruntime`` and ``NHWC-onnxruntime``: ONNX Runtime on the same operands in
+  the same layout: QLinearConv on NCHW (``fastpw._peers.onnxruntime_qlinearconv``), the
+  ``com.microsoft`` QLinearConv with ``channels_last=1`` on NHWC
+  (``onnxruntime_qlinearconv_nhwc``); session built once per shape, layout and thread
+  count, ``intra_op_num_threads`` = the row's thread count. Skipped when onnxruntime or
+  onnx is not installed.
 
 Groups are named as in ``test_bench_f32.py`` (shape and thread count), so a run of both
 suites puts the int8 rows beside the float32 ones. ``extra_info["gops"]`` holds
@@ -43,7 +42,11 @@ import numpy as np
 import pytest
 
 import fastpw
-from fastpw._peers import onnxruntime_qlinearconv, onnxruntime_version
+from fastpw._peers import (
+    onnxruntime_qlinearconv,
+    onnxruntime_qlinearconv_nhwc,
+    onnxruntime_version,
+)
 from fastpw._timing import BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS, benchmark_group, benchmark_info
 from fastpw.shapes import (
     STANDARD_SHAPES,
@@ -59,7 +62,7 @@ ORT_VERSION = onnxruntime_version()
 IDLE_SECONDS = max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)
 
 #: (layout, implementation) rows of one shape; onnxruntime reads NCHW only (see above).
-ROWS = (("NCHW", "fastpw"), ("NHWC", "fastpw"), ("NCHW", "onnxruntime"))
+ROWS = (("NCHW", "fastpw"), ("NHWC", "fastpw"), ("NCHW", "onnxruntime"), ("NHWC", "onnxruntime"))
 
 
 @functools.lru_cache(maxsize=2)
@@ -74,11 +77,13 @@ def _qconv1x1_reference_nchw(shape: LayerShape) -> np.ndarray:
     return qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
 
 
-@functools.lru_cache(maxsize=1)
-def _onnxruntime(shape: LayerShape, threads: int):
-    """``(call, expected)``: the session for this shape and thread count, built once and
-    shared by the rows of the group, and a copy of its NCHW output."""
-    call, out = onnxruntime_qlinearconv(_inputs(shape, "NCHW"), threads)
+@functools.lru_cache(maxsize=2)
+def _onnxruntime(shape: LayerShape, threads: int, layout: str):
+    """``(call, result)``: ONNX Runtime's session for this shape, thread count and layout
+    (QLinearConv on NCHW, com.microsoft QLinearConv channels_last on NHWC), and a copy
+    of its output."""
+    peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
+    call, out = peer(_inputs(shape, layout), threads)
     return call, call().copy()
 
 
@@ -146,8 +151,11 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
     else:
         if ORT_VERSION is None:
             pytest.skip("onnxruntime and onnx are needed for the onnxruntime rows")
-        call, result = _onnxruntime(shape, threads)
-        _check_onnxruntime(result, _qconv1x1_reference_nchw(shape), benchmark.extra_info)
+        call, result = _onnxruntime(shape, threads, layout)
+        formula = _qconv1x1_reference_nchw(shape)
+        if layout == "NHWC":
+            formula = formula.transpose(0, 2, 3, 1)
+        _check_onnxruntime(result, formula, benchmark.extra_info)
 
     # Same group names as test_bench_f32.py: int8 rows sit beside the float32 ones.
     benchmark.group = benchmark_group(shape, threads)
