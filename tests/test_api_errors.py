@@ -375,14 +375,15 @@ def test_a_family_with_only_an_int8_kernel():
     f_args, q_args = valid(), qvalid()
     reference_family = table[-1]["family"]
     for row in (row for row in int8_only if row["supported"]):
-        layers = {}
+        layers, float32_family = {}, {}
         for family in (row["family"], reference_family):
             previous = fastpw._set_isa(family)
             try:
                 layers[family] = (fastpw.Conv1x1(f_args["weight"], f_args["bias"]), qlayer())
-                below = fastpw.isa("float32")
+                float32_family[family] = fastpw.isa("float32")
             finally:
                 fastpw._set_isa(previous)
+        below = float32_family[row["family"]]
         f_layer, q_layer = layers[row["family"]]
         assert q_layer.isa == row["family"] and f_layer.isa == below != row["family"]
         y = f_layer(f_args["x"])
