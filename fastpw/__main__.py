@@ -674,9 +674,13 @@ def main(argv=None) -> int:
         return 0
     load, cpus = machine_load()
     # By default as many threads as there are idle cores (within fastpw's own cap): a
-    # thread that shares its core with another process times that process too.
-    idle_cores = max(1, cpus - round(load)) if load is not None else cpus
-    threads = args.threads or max(1, min(int(fastpw.max_threads()), idle_cores))
+    # thread that shares its core with another process times that process too. Only
+    # where threadpoolctl can hold numpy's BLAS to the same count: otherwise BLAS keeps
+    # its default, and fastpw must too for the two to be compared.
+    idle_cores = max(1, cpus - math.floor(load)) if load is not None else cpus
+    threads = args.threads or int(fastpw.max_threads())
+    if not args.threads and threadpoolctl is not None:
+        threads = max(1, min(threads, idle_cores))
     layouts = ("NCHW", "NHWC") if args.layout == "both" else (args.layout,)
     shapes = [s for s in STANDARD_SHAPES if args.shapes.lower() in s.name.lower()]
     names = [shape.name for shape in shapes]
