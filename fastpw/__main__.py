@@ -27,6 +27,7 @@ Four parts, in order:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -391,6 +392,9 @@ def record(row: dict, name: str, spread, flops: int, unit: str = "gflops") -> No
     row[f"{name}_min_{unit}"] = gflops(flops, spread.max)
     row[f"{name}_max_{unit}"] = gflops(flops, spread.min)
     row[f"{name}_spread"] = spread.relative_spread
+    # The same median under one key per implementation ("fastpw_NCHW", "numpy_NHWC",
+    # ...), for readers of the JSON report and the plot.
+    row.setdefault("rates", {})[name] = row[f"{name}_{unit}"]
     row.setdefault("unsteady", [])
     if not spread.steady:
         row["unsteady"].append(name)
@@ -433,7 +437,8 @@ def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bo
     numpy, and against the best peer in the same layout) only from steady rows: a row
     whose rounds spread more than SPREAD_LIMIT is marked instead. ``ceiling``: a
     PeakCeiling (or None)."""
-    row = {"shape": shape.name, "flops": shape.flops, "threads": threads}
+    row = {"shape": shape.name, "dtype": "float32", "layer": dataclasses.asdict(shape)}
+    row.update(flops=shape.flops, threads=threads)
     calls, peers_of = {}, {}
     for layout in layouts:
         x, weight, bias = make_inputs(shape, layout)
@@ -551,29 +556,30 @@ def benchmark_int8_shape(
     ``ORT exact``: the same for ONNX Runtime, or how many values differ (on x86 without
     VNNI its u8s8 kernels saturate 16-bit pair sums).
     """
-    row = {"shape": shape.name, "ops": shape.flops, "threads": threads}
+    row = {"shape": shape.name, "dtype": "int8", "layer": dataclasses.asdict(shape)}
+    row.update(ops=shape.flops, threads=threads)
     timed, fastpw_exact, ort_off = {}, True, 0
     for layout in layouts:
         inputs = make_int8_inputs(shape, layout)
         expected = _from_nchw(_int8_reference(make_int8_inputs(shape, "NCHW")), layout)
         layer = quantized_layer(inputs)
         out = empty_output(inputs.x, shape.c_out, layout, np.uint8)
-        timed[f"int8_{layout}"] = functools.partial(layer, inputs.x, out=out, num_threads=threads)
-        timed[f"int8_{layout}"]()  # correctness, outside the timing
+        timed[f"fastpw_{layout}"] = functools.partial(layer, inputs.x, out=out, num_threads=threads)
+        timed[f"fastpw_{layout}"]()  # correctness, outside the timing
         if not np.array_equal(out, expected):
             fastpw_exact = False
-            row[f"int8_{layout}_mismatches"] = int(np.count_nonzero(out != expected))
+            row[f"fastpw_{layout}_mismatches"] = int(np.count_nonzero(out != expected))
         if use_ort:
             peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
-            timed[f"ort_{layout}"], result = peer(inputs, threads)  # session built once
-            row[f"ort_{layout}_differs"] = int(np.count_nonzero(result != expected))
-            ort_off += row[f"ort_{layout}_differs"]
+            timed[f"onnxruntime_{layout}"], result = peer(inputs, threads)  # session built once
+            row[f"onnxruntime_{layout}_differs"] = int(np.count_nonzero(result != expected))
+            ort_off += row[f"onnxruntime_{layout}_differs"]
     row["exact"] = "yes" if fastpw_exact else "NO"
     if use_ort:
         row["ort_exact"] = "yes" if not ort_off else f"{ort_off} off"
 
     time.sleep(INT8_IDLE_SECONDS)  # ONNX Runtime's and BLAS's threads go idle
-    spinning = [name for name in timed if name.startswith("ort_")]
+    spinning = [name for name in timed if not name.startswith("fastpw_")]
     spreads = measure_interleaved(
         timed, **timing_settings(threads, quick, spinning, INT8_IDLE_SECONDS)
     )
@@ -581,9 +587,9 @@ def benchmark_int8_shape(
         record(row, name, spread, shape.flops, unit="gops")
     steady = not row["unsteady"]
     for layout in layouts:
-        achieved = row[f"int8_{layout}_gops"]
+        achieved = row[f"fastpw_{layout}_gops"]
         if use_ort and steady:
-            row[f"int8_{layout}_vs_ort"] = achieved / row[f"ort_{layout}_gops"]
+            row[f"int8_{layout}_vs_ort"] = achieved / row[f"onnxruntime_{layout}_gops"]
         if steady and float_row and float_row.get(f"fastpw_{layout}_speedup"):
             row[f"int8_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
     row["steady"] = "yes" if steady else "NO"
@@ -591,9 +597,9 @@ def benchmark_int8_shape(
 
 
 def int8_columns(layouts, use_ort: bool) -> list:
-    columns = [(f"int8 {lay}", f"int8_{lay}_gops", "{:.1f}") for lay in layouts]
+    columns = [(f"fastpw {lay}", f"fastpw_{lay}_gops", "{:.1f}") for lay in layouts]
     if use_ort:
-        columns += [(f"ORT {lay}", f"ort_{lay}_gops", "{:.1f}") for lay in layouts]
+        columns += [(f"ORT {lay}", f"onnxruntime_{lay}_gops", "{:.1f}") for lay in layouts]
         columns += [(f"{lay} vs ORT", f"int8_{lay}_vs_ort", "{:.2f}x") for lay in layouts]
     columns += [(f"{lay} vs f32", f"int8_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
     columns.append(("exact", "exact", "{}"))
