@@ -41,14 +41,20 @@ import numpy as np
 
 import fastpw
 from fastpw import _kernels
+from fastpw._peer_litert import litert_version, xnnpack_conv, xnnpack_qconv
 from fastpw._peers import (
+    Int8Differences,
     float32_errors,
+    int8_differences,
     numpy_baseline,
+    onednn_kernels,
     onnxruntime_conv,
     onnxruntime_qlinearconv,
     onnxruntime_qlinearconv_nhwc,
     onnxruntime_version,
     torch_conv2d,
+    torch_qconv2d,
+    torch_quantized_engines,
     torch_version,
 )
 from fastpw._timing import (
@@ -400,54 +406,159 @@ def record(row: dict, name: str, spread, flops: int, unit: str = "gflops") -> No
         row["unsteady"].append(name)
 
 
-def float_peer_names() -> str:
-    """The float32 peers this report times, and how to add the missing ones."""
-    present = ["numpy"]
-    missing = []
-    for name, version in (("onnxruntime", onnxruntime_version()), ("torch", torch_version())):
-        (present if version else missing).append(f"{name} {version}" if version else name)
+#: How the tables name an implementation: a row's "rates" are keyed
+#: "<implementation>_<LAYOUT>" (torch's quantized engines as "torch-<engine>").
+LABELS = {"onnxruntime": "ORT", "xnnpack": "XNNPACK"}
+
+
+def label(key: str) -> str:
+    """The table label of a rates key: "onnxruntime_NHWC" -> "ORT NHWC"."""
+    name, layout = key.rsplit("_", 1)
+    return f"{LABELS.get(name, name.replace('-', ' '))} {layout}"
+
+
+def peer_versions(dtype: str = "float32") -> str:
+    """The peers this report times for ``dtype``, with versions, and how to add the
+    missing ones."""
+    present, missing = ["numpy"] if dtype == "float32" else [], []
+    optional = (
+        ("onnxruntime", onnxruntime_version(), BENCH_INSTALL),
+        ("torch", torch_version(), "pip install torch"),
+        ("XNNPACK (ai-edge-litert)", litert_version(), BENCH_INSTALL),
+    )
+    for name, version, install in optional:
+        if version:
+            present.append(f"{name} {version}")
+        else:
+            missing.append(f"{name} ({install})")
     note = ", ".join(present)
-    if missing:
-        note += f" ({' and '.join(missing)} not installed: {BENCH_INSTALL}"
-        note += "; pip install torch" if "torch" in missing else ""
-        note += ")"
-    return note
+    return note + (f"; not installed: {', '.join(missing)}" if missing else "")
 
 
-def float_peers(x, weight, bias, layout: str, threads: int) -> dict:
+def _build_peers(builders: dict, check) -> tuple[dict, dict]:
+    """Build each peer (``builders``: name -> function returning ``(call, out)``) and
+    ``check(name, result)`` the result of a call; returns ``(calls, absent)``. A peer that cannot
+    run the layer, or whose check raises, is left out with the reason in ``absent``:
+    one peer's failure must not hide the others."""
+    calls, absent = {}, {}
+    for name, build in builders.items():
+        try:
+            call, _ = build()
+            check(name, call())  # a fresh call: some peers' out is only a buffer
+        except Exception as error:
+            absent[name] = f"{type(error).__name__}: {error}"
+            continue
+        calls[name] = call
+    return calls, absent
+
+
+def float_peers(x, weight, bias, layout: str, threads: int) -> tuple[dict, dict]:
     """The float32 peers importable here, each on the row's threads: numpy's bare matmul
-    (no bias: the strictest baseline), ONNX Runtime's Conv and PyTorch's conv2d (with
-    bias), the last two checked against the float64 reference before they are timed."""
-    peers = {"numpy": numpy_baseline(x, weight, layout)[0]}
+    (no bias: the strictest baseline), ONNX Runtime's Conv, PyTorch's conv2d and, in
+    NHWC, XNNPACK (all with bias), the last three checked against the float64
+    reference before they are timed. Returns ``(calls, absent)`` (``_build_peers``)."""
+    builders = {"numpy": functools.partial(numpy_baseline, x, weight, layout)}
     if onnxruntime_version() is not None:
-        peers["onnxruntime"] = onnxruntime_conv(x, weight, bias, threads, layout)[0]
+        builders["onnxruntime"] = functools.partial(
+            onnxruntime_conv, x, weight, bias, threads, layout
+        )
     if torch_version() is not None:
-        peers["torch"] = torch_conv2d(x, weight, bias, threads, layout)[0]
-    for name in ("onnxruntime", "torch"):
-        if name in peers:
-            outside, error = float32_errors(peers[name](), x, weight, bias, layout)
-            if outside:
-                raise RuntimeError(f"{name} {layout}: {outside} values off (max rel {error:.1e})")
-    return peers
+        builders["torch"] = functools.partial(torch_conv2d, x, weight, bias, threads, layout)
+    if layout == "NHWC" and litert_version() is not None:
+        builders["xnnpack"] = functools.partial(xnnpack_conv, x, weight, bias, threads)
+
+    def check(name: str, out) -> None:
+        if name == "numpy":  # the bare matmul: no bias to compare
+            return
+        outside, error = float32_errors(out, x, weight, bias, layout)
+        if outside:
+            raise RuntimeError(f"{outside} values off the reference (max rel {error:.1e})")
+
+    return _build_peers(builders, check)
+
+
+def torch_kernels(call) -> str:
+    """What a PyTorch float32 peer ran: oneDNN's kernel (with its ISA) where torch chose
+    oneDNN, else ATen's backend (``torch_conv2d`` records it)."""
+    found = onednn_kernels(call)
+    return f"oneDNN {found}" if found else f"ATen {getattr(call, 'backend', 'unknown')}"
+
+
+def print_kernels(rows: list, operation: str) -> None:
+    """Which kernels (and ISA) each implementation ran, where it can be found: fastpw's
+    own table, OpenBLAS's architecture (threadpoolctl), oneDNN's verbose log for torch
+    (per layer, as torch's choice varies); ONNX Runtime (MLAS) and XNNPACK choose by
+    CPUID and do not say."""
+    family = fastpw.isa(operation)
+    kernel = next(r[operation] for r in fastpw.kernel_table() if r["family"] == family)
+    lines = [f"fastpw: {kernel['kernel']} (family {family})"]
+    keys = list(dict.fromkeys(key for row in rows for key in row["rates"]))
+    if any(key.startswith("numpy_") for key in keys) and threadpoolctl is not None:
+        for pool in threadpoolctl.threadpool_info():
+            if pool.get("user_api") == "blas":
+                architecture = pool.get("architecture") or "architecture not reported"
+                lines.append(f"numpy: {pool['internal_api']} {pool['version']} ({architecture})")
+    if any(key.startswith("onnxruntime_") for key in keys):
+        lines.append("ORT: MLAS, which picks its kernels by CPUID and does not report them")
+    for key in keys:
+        found = [row["kernels"][key] for row in rows if key in row.get("kernels", {})]
+        if found:
+            counts = {text: found.count(text) for text in dict.fromkeys(found)}
+            listed = "; ".join(f"{text} ({count} layers)" for text, count in counts.items())
+            lines.append(f"{label(key)}: {listed}")
+    if any(key.startswith("xnnpack_") for key in keys):
+        lines.append("XNNPACK: picks its kernels by CPUID; LiteRT does not report them")
+    print("Kernels each implementation ran, where it can be found:")
+    print("\n".join(f"  {line}" for line in lines))
+
+
+def compare_with_best(row: dict, layouts, peers_of: dict, marked=()) -> None:
+    """The ratio columns of a row: fastpw against the best peer in each layout, and
+    fastpw's better layout against the best peer in any layout. Ratios only from steady
+    rows; the best peer's name always, with a * when its key is in ``marked``."""
+    rates, steady = row["rates"], not row["unsteady"]
+
+    def named(key: str, text: str) -> str:
+        return f"{rates[key]:.1f} {text}{'*' if key in marked else ''}"
+
+    every_peer = []
+    for layout in layouts:
+        peers = [f"{name}_{layout}" for name in peers_of[layout]]
+        every_peer += peers
+        if not peers:
+            continue
+        best = max(peers, key=rates.__getitem__)
+        row[f"best_{layout}"] = named(best, label(best).rsplit(" ", 1)[0])
+        if steady:
+            row[f"fastpw_{layout}_vs_best"] = rates[f"fastpw_{layout}"] / rates[best]
+    if every_peer:
+        best = max(every_peer, key=rates.__getitem__)
+        mine = max((f"fastpw_{layout}" for layout in layouts), key=rates.__getitem__)
+        row["best_any"] = named(best, label(best))
+        if steady:
+            row["fastpw_vs_best_any"] = rates[mine] / rates[best]
 
 
 def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bool) -> dict:
     """Time one layer, fastpw and every float32 peer interleaved round by round
     (``measure_interleaved``); GFLOP/s from the median round. Ratios (fastpw against
-    numpy, and against the best peer in the same layout) only from steady rows: a row
-    whose rounds spread more than SPREAD_LIMIT is marked instead. ``ceiling``: a
-    PeakCeiling (or None)."""
+    numpy, against the best peer in the same layout, and its better layout against the
+    best peer in any layout) only from steady rows: a row whose rounds spread more than
+    SPREAD_LIMIT is marked instead. ``ceiling``: a PeakCeiling (or None)."""
     row = {"shape": shape.name, "dtype": "float32", "layer": dataclasses.asdict(shape)}
-    row.update(flops=shape.flops, threads=threads)
+    row.update(flops=shape.flops, threads=threads, absent={}, kernels={})
     calls, peers_of = {}, {}
     for layout in layouts:
         x, weight, bias = make_inputs(shape, layout)
         layer = fastpw.Conv1x1(weight, bias, layout=layout)
         out = empty_output(x, shape.c_out, layout)
         calls[f"fastpw_{layout}"] = functools.partial(layer, x, out=out, num_threads=threads)
-        peers = float_peers(x, weight, bias, layout, threads)
+        peers, absent = float_peers(x, weight, bias, layout, threads)
         peers_of[layout] = list(peers)
         calls.update({f"{name}_{layout}": call for name, call in peers.items()})
+        row["absent"].update({f"{name}_{layout}": why for name, why in absent.items()})
+        if "torch" in peers:
+            row["kernels"][f"torch_{layout}"] = torch_kernels(peers["torch"])
     time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads from earlier numpy work go idle
     spinning = [name for name in calls if not name.startswith("fastpw_")]
     spreads = measure_interleaved(
@@ -455,16 +566,21 @@ def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bo
     )
     for name, spread in spreads.items():
         record(row, name, spread, shape.flops)
+    compare_with_best(row, layouts, peers_of)
     for layout in layouts:
         achieved = row[f"fastpw_{layout}_gflops"]
-        best = max(peers_of[layout], key=lambda name: row[f"{name}_{layout}_gflops"])
-        row[f"best_{layout}"] = f"{row[f'{best}_{layout}_gflops']:.1f} {best}"
-        if not row["unsteady"]:
+        if not row["unsteady"] and f"numpy_{layout}" in row["rates"]:
             row[f"fastpw_{layout}_speedup"] = achieved / row[f"numpy_{layout}_gflops"]
-            row[f"fastpw_{layout}_vs_best"] = achieved / row[f"{best}_{layout}_gflops"]
         row[f"fastpw_{layout}_percent_of_peak"] = ceiling.percent(achieved) if ceiling else None
     row["steady"] = "yes" if not row["unsteady"] else "NO"
     return row
+
+
+#: fastpw's better layout against the best peer in any layout (compare_with_best).
+BEST_ANY_COLUMNS = [
+    ("best peer, any layout", "best_any", "{}"),
+    ("vs best", "fastpw_vs_best_any", "{:.2f}x"),
+]
 
 
 class Table:
@@ -483,11 +599,10 @@ class Table:
             for lay in layouts:
                 self.columns += [
                     (f"fastpw {lay}", f"fastpw_{lay}_gflops", "{:.1f}"),
-                    (f"numpy {lay}", f"numpy_{lay}_gflops", "{:.1f}"),
-                    ("vs numpy", f"fastpw_{lay}_speedup", "{:.2f}x"),
                     (f"best peer {lay}", f"best_{lay}", "{}"),
                     ("vs best", f"fastpw_{lay}_vs_best", "{:.2f}x"),
                 ]
+            self.columns += BEST_ANY_COLUMNS
             self.columns += [
                 (f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts
             ]
@@ -527,6 +642,51 @@ def geometric_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def print_summary(table: Table, rows: list, ratio_keys) -> None:
+    """The geometric mean of each ratio column over the rows that have it (the steady
+    ones), and how many rows were steady."""
+    summary = {"shape": SUMMARY_LABEL}
+    for key in ratio_keys:
+        values = [row[key] for row in rows if row.get(key)]
+        if values:
+            summary[key] = geometric_mean(values)
+    summary["steady"] = f"{sum(row['steady'] == 'yes' for row in rows)}/{len(rows)}"
+    table.rule()
+    table.row(summary, missing="")
+
+
+def print_matrix(rows: list, title: str, keys, cell) -> None:
+    """A table with one column per implementation key (``label(key)`` its header) and
+    ``cell(row, key)`` in it, or "-" where that gives None."""
+    width = max(len(label) for label in [row["shape"] for row in rows] + ["shape"])
+    table = Table((), width, columns=[(label(key), key, "{}") for key in keys])
+    cells = [{"shape": row["shape"]} | {key: cell(row, key) for key in keys} for row in rows]
+    for column, key in enumerate(keys, start=1):
+        longest = max(len(shown[key] or "") for shown in cells)
+        table.widths[column] = max(table.widths[column], longest)
+    print(f"\n{title}")
+    table.header()
+    for shown in cells:
+        table.row(shown)
+
+
+def print_every_implementation(rows: list, unit: str) -> None:
+    """Every implementation timed (fastpw and each peer, each layout): the median rate
+    and the interquartile range of its rounds, then why a peer did not run a layer."""
+    keys = list(dict.fromkeys(key for row in rows for key in row["rates"]))
+
+    def rate(row: dict, key: str) -> str | None:
+        if key not in row["rates"]:
+            return None
+        return f"{row['rates'][key]:.1f} ±{row[f'{key}_spread']:.0%}"
+
+    title = f"Every implementation, {unit} (median of the rounds ±interquartile range):"
+    print_matrix(rows, title, keys, rate)
+    for row in rows:
+        for key, why in row.get("absent", {}).items():
+            print(f"  not run: {row['shape']}, {label(key)}: {why}")
+
+
 # ---------------------------------------------------------------------- int8 benchmark
 
 #: Wait after ONNX Runtime, BLAS (the numpy int8 formula) or fastpw work before timing
@@ -543,22 +703,57 @@ def _int8_reference(inputs) -> np.ndarray:
     return qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
 
 
+def int8_peers(inputs, expected, threads: int) -> tuple[dict, dict, dict]:
+    """The 8-bit peers importable here on ``inputs``' layout, each on ``threads``: ONNX
+    Runtime's QLinearConv (NCHW: the ONNX operator; NHWC: ``com.microsoft`` with
+    channels_last), PyTorch's quantized Conv2d on each of its engines, and, in NHWC,
+    XNNPACK. Returns ``(calls, differences, absent)``: each peer's ``Int8Differences``
+    from the formula's ``expected`` output (a peer that differs is timed all the same,
+    and the tables say by how much), and why a peer did not run (``_build_peers``)."""
+    layout = inputs.layout
+    builders = {}
+    if onnxruntime_version() is not None:
+        peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
+        builders["onnxruntime"] = functools.partial(peer, inputs, threads)
+    for engine in torch_quantized_engines():
+        builders[f"torch-{engine}"] = functools.partial(torch_qconv2d, inputs, threads, engine)
+    if layout == "NHWC" and litert_version() is not None:
+        builders["xnnpack"] = functools.partial(xnnpack_qconv, inputs, threads)
+    differences = {}
+
+    def check(name: str, out) -> None:
+        differences[name] = int8_differences(out, inputs, expected)
+
+    calls, absent = _build_peers(builders, check)
+    return calls, differences, absent
+
+
+def exactness(differences: Int8Differences) -> str:
+    """A peer's difference from the int8 formula, as the tables show it."""
+    if differences.exact:
+        return "exact"
+    if not differences.by_more:
+        return f"{differences.by_one} off by 1"
+    return f"{differences.by_one + differences.by_more} off (max {differences.largest})"
+
+
 def benchmark_int8_shape(
-    shape: LayerShape, layouts, threads: int, float_row: dict | None, use_ort: bool, quick: bool
+    shape: LayerShape, layouts, threads: int, float_row: dict | None, quick: bool
 ) -> dict:
-    """Check, then time, one layer in int8, fastpw and ONNX Runtime in the same layout
-    (NCHW: QLinearConv; NHWC: com.microsoft QLinearConv with channels_last) interleaved
-    round by round; GOP/s from the median round, ratios only from steady rows (as
-    benchmark_shape), also against fastpw float32 in the same layout (``float_row``).
+    """Check, then time, one layer in int8: fastpw and every 8-bit peer (``int8_peers``)
+    interleaved round by round; GOP/s from the median round, ratios only from steady
+    rows (as benchmark_shape), also against fastpw float32 in the same layout
+    (``float_row``).
 
     ``exact``: "yes" when fastpw's uint8 output equals the int8 formula
     (``fastpw.testing.qconv1x1_reference``) bit for bit in every layout, else "NO".
-    ``ORT exact``: the same for ONNX Runtime, or how many values differ (on x86 without
-    VNNI its u8s8 kernels saturate 16-bit pair sums).
+    Each peer's difference from the formula is in ``differences`` (and shown by
+    ``exactness``): on x86 without VNNI, ONNX Runtime's and oneDNN's/fbgemm's u8s8
+    kernels saturate 16-bit pair sums.
     """
     row = {"shape": shape.name, "dtype": "int8", "layer": dataclasses.asdict(shape)}
-    row.update(ops=shape.flops, threads=threads)
-    timed, fastpw_exact, ort_off = {}, True, 0
+    row.update(ops=shape.flops, threads=threads, absent={}, differences={}, kernels={})
+    timed, peers_of, fastpw_exact = {}, {}, True
     for layout in layouts:
         inputs = make_int8_inputs(shape, layout)
         expected = _from_nchw(_int8_reference(make_int8_inputs(shape, "NCHW")), layout)
@@ -569,14 +764,22 @@ def benchmark_int8_shape(
         if not np.array_equal(out, expected):
             fastpw_exact = False
             row[f"fastpw_{layout}_mismatches"] = int(np.count_nonzero(out != expected))
-        if use_ort:
-            peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
-            timed[f"onnxruntime_{layout}"], result = peer(inputs, threads)  # session built once
-            row[f"onnxruntime_{layout}_differs"] = int(np.count_nonzero(result != expected))
-            ort_off += row[f"onnxruntime_{layout}_differs"]
+        peers, differences, absent = int8_peers(inputs, expected, threads)
+        peers_of[layout] = list(peers)
+        timed.update({f"{name}_{layout}": call for name, call in peers.items()})
+        for name, call in peers.items():
+            if name.startswith("torch-"):
+                found = onednn_kernels(call)
+                engine = name.removeprefix("torch-")
+                # torch's "x86" engine runs oneDNN or fbgemm, whichever it finds faster
+                ran = "fbgemm" if engine == "x86" else engine
+                row["kernels"][f"{name}_{layout}"] = f"oneDNN {found}" if found else ran
+        for name, difference in differences.items():
+            row["differences"][f"{name}_{layout}"] = dataclasses.asdict(difference)
+        row["absent"].update({f"{name}_{layout}": why for name, why in absent.items()})
     row["exact"] = "yes" if fastpw_exact else "NO"
-    if use_ort:
-        row["ort_exact"] = "yes" if not ort_off else f"{ort_off} off"
+    inexact = [key for key, d in row["differences"].items() if d["by_one"] or d["by_more"]]
+    row["peers_exact"] = f"{len(row['differences']) - len(inexact)}/{len(row['differences'])}"
 
     time.sleep(INT8_IDLE_SECONDS)  # ONNX Runtime's and BLAS's threads go idle
     spinning = [name for name in timed if not name.startswith("fastpw_")]
@@ -585,91 +788,81 @@ def benchmark_int8_shape(
     )
     for name, spread in spreads.items():
         record(row, name, spread, shape.flops, unit="gops")
+    compare_with_best(row, layouts, peers_of, marked=inexact)
     steady = not row["unsteady"]
     for layout in layouts:
-        achieved = row[f"fastpw_{layout}_gops"]
-        if use_ort and steady:
-            row[f"int8_{layout}_vs_ort"] = achieved / row[f"onnxruntime_{layout}_gops"]
-        if steady and float_row and float_row.get(f"fastpw_{layout}_speedup"):
-            row[f"int8_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
+        if steady and float_row and float_row.get(f"fastpw_{layout}_gflops"):
+            achieved = row[f"fastpw_{layout}_gops"]
+            row[f"fastpw_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
     row["steady"] = "yes" if steady else "NO"
     return row
 
 
-def int8_columns(layouts, use_ort: bool) -> list:
-    columns = [(f"fastpw {lay}", f"fastpw_{lay}_gops", "{:.1f}") for lay in layouts]
-    if use_ort:
-        columns += [(f"ORT {lay}", f"onnxruntime_{lay}_gops", "{:.1f}") for lay in layouts]
-        columns += [(f"{lay} vs ORT", f"int8_{lay}_vs_ort", "{:.2f}x") for lay in layouts]
-    columns += [(f"{lay} vs f32", f"int8_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
-    columns.append(("exact", "exact", "{}"))
-    if use_ort:
-        columns.append(("ORT exact", "ort_exact", "{}"))
+def int8_columns(layouts) -> list:
+    columns = []
+    for lay in layouts:
+        columns += [
+            (f"fastpw {lay}", f"fastpw_{lay}_gops", "{:.1f}"),
+            (f"best peer {lay}", f"best_{lay}", "{}"),
+            ("vs best", f"fastpw_{lay}_vs_best", "{:.2f}x"),
+        ]
+    columns += BEST_ANY_COLUMNS
+    columns += [(f"{lay} vs f32", f"fastpw_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
+    columns += [("exact", "exact", "{}"), ("peers exact", "peers_exact", "{}")]
     columns.append(("steady", "steady", "{}"))
     return columns
 
 
 def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tuple[list, bool]:
-    """Print the int8 table; return its rows and whether every result was right."""
+    """Print the int8 tables; return their rows and whether every fastpw result was
+    right."""
     print()
-    ort_version = onnxruntime_version()
-    use_ort = ort_version is not None
-    if use_ort:
-        baseline = (
-            f"ONNX Runtime {ort_version} in the same layout: QLinearConv on NCHW input, "
-            "com.microsoft QLinearConv with channels_last=1 on NHWC input (sessions built "
-            f"once, intra_op_num_threads={threads}, inter_op_num_threads=1, all graph "
-            "optimizations)"
-        )
-    else:
-        baseline = (
-            "no ONNX Runtime baseline: onnxruntime and onnx not both importable "
-            f"(install them with: {BENCH_INSTALL})"
-        )
     exact = (
         "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference) bit for "
-        "bit; ORT exact = the same for ONNX Runtime, or how many values differ"
+        "bit; peers exact = how many peers do (each peer's difference is in the last "
+        "table); * = this peer's result differs from the formula"
     )
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
         f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa('int8')}), "
-        f"median of {ROUNDS[quick]} rounds interleaved with the peer; {baseline}."
+        f"median of {ROUNDS[quick]} rounds interleaved with the peers: {peer_versions('int8')}. "
+        "ONNX Runtime: QLinearConv on NCHW input, com.microsoft QLinearConv with "
+        "channels_last=1 on NHWC input; PyTorch: quantized Conv2d on each engine; "
+        "XNNPACK: TensorFlow Lite's int8 CONV_2D (NHWC), its output shifted back to uint8."
     )
     print(
-        f"GOP/s = 2*C*K*H*W / time. vs ORT = fastpw / ONNX Runtime; vs f32 = fastpw int8 "
-        f"/ fastpw float32 (table above) in the same layout. {exact}.\n"
+        f"GOP/s = 2*C*K*H*W / time. vs best = fastpw / the fastest peer; vs f32 = fastpw "
+        f"int8 / fastpw float32 (table above) in the same layout. {exact}.\n"
     )
     by_shape = {row["shape"]: row for row in float_rows}
     names = [shape.name for shape in shapes]
     table = Table(
         layouts,
         max(len(label) for label in [SUMMARY_LABEL, *names]),
-        columns=int8_columns(layouts, use_ort),
+        columns=int8_columns(layouts),
     )
     table.header()
     rows = []
     for shape in shapes:
-        rows.append(
-            benchmark_int8_shape(shape, layouts, threads, by_shape.get(shape.name), use_ort, quick)
-        )
+        rows.append(benchmark_int8_shape(shape, layouts, threads, by_shape.get(shape.name), quick))
         table.row(rows[-1])
-    summary = {"shape": SUMMARY_LABEL}
-    for layout in layouts:
-        for key in (f"int8_{layout}_vs_ort", f"int8_{layout}_vs_f32"):
-            values = [row[key] for row in rows if row.get(key)]
-            if values:  # over the steady rows only
-                summary[key] = geometric_mean(values)
-    summary["steady"] = f"{sum(row['steady'] == 'yes' for row in rows)}/{len(rows)}"
-    table.rule()
-    table.row(summary, missing="")
+    ratios = [f"fastpw_{lay}_{what}" for lay in layouts for what in ("vs_best", "vs_f32")]
+    print_summary(table, rows, [*ratios, "fastpw_vs_best_any"])
+    print(UNSTEADY_NOTE)
+
+    print_every_implementation(rows, "GOP/s")
+    print_kernels(rows, "int8")
+    peers = list(dict.fromkeys(key for row in rows for key in row["differences"]))
+
+    def difference(row: dict, key: str) -> str | None:
+        found = row["differences"].get(key)
+        return None if found is None else exactness(Int8Differences(**found))
+
+    title = "Each peer's uint8 output against the int8 formula (values that differ):"
+    print_matrix(rows, title, peers, difference)
     passed = all(row["exact"] != "NO" for row in rows)
     if not passed:
         print("\nint8 results differ from the int8 formula: see the rows marked NO.")
-    if any(row.get("ort_exact", "yes") != "yes" for row in rows):
-        print(
-            "\nONNX Runtime differs from the int8 formula where ORT exact counts values "
-            "off: on x86 without VNNI its u8s8 kernels can saturate 16-bit pair sums."
-        )
     return rows, passed
 
 
@@ -727,9 +920,10 @@ def main(argv=None) -> int:
             print("fastpw was built without OpenMP: its kernels run on 1 thread.")
         print(
             "GFLOP/s = 2*C*K*H*W / time. numpy NCHW = W @ X, numpy NHWC = X @ W.T (bare "
-            "matmul; fastpw adds the bias too). best peer = the fastest of "
-            f"{float_peer_names()} in the same layout, on as many threads. "
-            "%peak = fastpw / (FMA peak x threads used).\n"
+            "matmul; fastpw adds the bias too). best peer = the fastest of the peers in "
+            f"the same layout, on as many threads: {peer_versions()}. best peer, any "
+            "layout: against fastpw's better layout. %peak = fastpw / (FMA peak x threads "
+            "used).\n"
         )
         # A serial build runs on one core whatever it is asked for.
         ceiling = PeakCeiling(peak, threads if info["openmp"] else 1, info["isa"])
@@ -739,16 +933,11 @@ def main(argv=None) -> int:
             for shape in shapes:
                 rows.append(benchmark_shape(shape, layouts, threads, ceiling, args.quick))
                 table.row(rows[-1])
-        summary = {"shape": SUMMARY_LABEL}
-        for layout in layouts:
-            for key in (f"fastpw_{layout}_speedup", f"fastpw_{layout}_vs_best"):
-                values = [row[key] for row in rows if row.get(key)]
-                if values:  # over the steady rows only
-                    summary[key] = geometric_mean(values)
-        summary["steady"] = f"{sum(row['steady'] == 'yes' for row in rows)}/{len(rows)}"
-        table.rule()
-        table.row(summary, missing="")
+        ratios = [f"fastpw_{layout}_vs_best" for layout in layouts]
+        print_summary(table, rows, [*ratios, "fastpw_vs_best_any"])
         print(UNSTEADY_NOTE)
+        print_every_implementation(rows, "GFLOP/s")
+        print_kernels(rows, "float32")
         if args.int8:
             int8_rows, int8_passed = run_int8(shapes, layouts, threads, rows, args.quick)
             passed = passed and int8_passed

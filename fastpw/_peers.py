@@ -25,6 +25,9 @@ that use it. ONNX Runtime's and OpenBLAS's worker threads spin after a call: see
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -322,7 +325,24 @@ def torch_conv2d(
         return result
 
     call.keepalive = (x, weight, bias)  # type: ignore[attr-defined]
+    call.backend = torch_conv_backend(x_t, w_t, b_t, threads)  # type: ignore[attr-defined]
     return call, call()
+
+
+def torch_conv_backend(x_t: Any, w_t: Any, b_t: Any, threads: int) -> str:
+    """Which of ATen's convolution backends torch picks for these tensors on
+    ``threads`` threads (1x1, stride 1, no padding), e.g. "Mkldnn" (oneDNN: see
+    ``onednn_kernels``) or "Slow2d" (a GEMM): torch's choice depends on the thread
+    count. "unknown" where this torch lacks the private helper that tells."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    select = getattr(torch._C, "_select_conv_backend", None)
+    if select is None:
+        return "unknown"
+    _torch_threads(threads)
+    with torch.inference_mode():
+        backend = select(x_t, w_t, b_t, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, None)
+    return str(backend).rsplit(".", 1)[-1]
 
 
 def torch_qconv2d(
@@ -353,12 +373,15 @@ def torch_qconv2d(
     x_scale, x_zero_point = inputs.x_quant
     w_scale = torch.from_numpy(np.asarray(inputs.w_quant[0], np.float32)).double()
     y_scale, y_zero_point = inputs.y_quant
-    weight = torch._make_per_channel_quantized_tensor(
-        torch.from_numpy(inputs.weight).reshape(k, c, 1, 1),
-        w_scale,
-        torch.zeros(k, dtype=torch.long),
-        0,
-    )
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates its quantized tensors; they are what this peer measures.
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch._make_per_channel_quantized_tensor(
+            torch.from_numpy(inputs.weight).reshape(k, c, 1, 1),
+            w_scale,
+            torch.zeros(k, dtype=torch.long),
+            0,
+        )
     bias = torch.from_numpy(inputs.bias.astype(np.float64) * x_scale * w_scale.numpy())
     module = nnq.Conv2d(c, k, 1)  # type: ignore[no-untyped-call, unused-ignore]
     module.set_weight_bias(weight, bias.float())
@@ -380,6 +403,41 @@ def torch_qconv2d(
         return result
 
     return call, call()
+
+
+def onednn_kernels(call: Callable[[], object]) -> str | None:
+    """The oneDNN convolution implementations one ``call()`` of a PyTorch peer ran, as
+    oneDNN's verbose log names them (e.g. "brgconv_1x1:avx2": the kernel and its ISA),
+    or None when the call ran no oneDNN convolution (fbgemm, qnnpack). The log goes to
+    file descriptor 1, so it is caught there, around this one call."""
+    import ctypes
+    import tempfile
+
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    c_library = ctypes.CDLL(None)  # oneDNN prints with C stdio: its buffer is flushed too
+    sys.stdout.flush()
+    c_library.fflush(None)
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):  # type: ignore[no-untyped-call, unused-ignore]
+                call()
+        finally:
+            sys.stdout.flush()
+            c_library.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = log.read().decode(errors="replace").splitlines()
+    # onednn_verbose,v1,primitive,exec,cpu,convolution,<implementation>,...
+    found = [
+        fields[6]
+        for fields in (line.split(",") for line in lines)
+        if len(fields) > 6 and fields[3] == "exec" and fields[5] == "convolution"
+    ]
+    return " ".join(dict.fromkeys(found)) or None
 
 
 # -------------------------------------------------------------------------- correctness
@@ -417,11 +475,15 @@ class Int8Differences:
         return self.by_one == self.by_more == 0
 
 
-def int8_differences(result: np.ndarray, inputs: Int8Inputs) -> Int8Differences:
-    """Compare a peer's 8-bit ``result`` (in ``inputs.layout``) with the formula."""
+def int8_differences(
+    result: np.ndarray, inputs: Int8Inputs, expected: np.ndarray | None = None
+) -> Int8Differences:
+    """Compare a peer's 8-bit ``result`` (in ``inputs.layout``) with the formula's
+    output, ``expected`` when the caller has it already."""
     from .testing import qconv1x1_reference
 
-    expected = qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
+    if expected is None:
+        expected = qconv1x1_reference(inputs.x, inputs.weight, inputs.bias, **inputs.layer_options)
     if result.shape != expected.shape:
         raise ValueError(f"result shape {result.shape}, expected {expected.shape}")
     diff = np.abs(result.astype(np.int16) - expected.astype(np.int16))
