@@ -6,9 +6,11 @@ is one pytest-benchmark row; rows are grouped by shape and thread count, and
 
 The peers (``fastpw._peers``), each on the row's thread count: numpy ``matmul``, the
 same GEMM written the natural way for each layout, with its BLAS limited through
-threadpoolctl; ONNX Runtime's Conv and PyTorch's conv2d, each with a row only where it
-is installed (ONNX Runtime comes with the ``bench`` and ``test`` extras; PyTorch does
-not). Both sides write into a preallocated output; weight packing and
+threadpoolctl; ONNX Runtime's Conv, PyTorch's conv2d and, in NHWC only (TensorFlow
+Lite's layout), XNNPACK through LiteRT (``fastpw._peer_litert``), each with a row only
+where it is installed (ONNX Runtime and LiteRT come with the ``bench`` and ``test``
+extras; PyTorch does not). fastpw and numpy write into a preallocated output; weight
+packing and
 transposes happen outside the timing. Before timing fastpw the suite waits
 ``BLAS_IDLE_SECONDS`` so OpenBLAS threads left polling by earlier numpy work do not
 compete with fastpw's OpenMP threads.
@@ -27,6 +29,7 @@ import pytest
 import threadpoolctl
 
 import fastpw
+from fastpw._peer_litert import litert_version, xnnpack_conv
 from fastpw._peers import (
     float32_errors,
     numpy_baseline,
@@ -42,9 +45,23 @@ from fastpw.testing import RELATIVE_TOLERANCE, conv1x1_reference, max_relative_e
 #: fastpw and the peers importable here.
 IMPLEMENTATIONS = ("fastpw", "numpy") + tuple(
     name
-    for name, version in (("onnxruntime", onnxruntime_version()), ("torch", torch_version()))
+    for name, version in (
+        ("onnxruntime", onnxruntime_version()),
+        ("torch", torch_version()),
+        ("xnnpack", litert_version()),
+    )
     if version is not None
 )
+
+#: (layout, implementation) rows of one shape: XNNPACK reads NHWC only.
+ROWS = tuple(
+    (layout, name)
+    for layout in LAYOUTS
+    for name in IMPLEMENTATIONS
+    if not (name == "xnnpack" and layout == "NCHW")
+)
+
+PEERS = {"onnxruntime": onnxruntime_conv, "torch": torch_conv2d}
 
 
 @functools.lru_cache(maxsize=2)
@@ -65,8 +82,9 @@ def _fastpw_call(x, weight, bias, layout, threads):
     return call, out
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    ("layout", "implementation"), ROWS, ids=[f"{lay}-{impl}" for lay, impl in ROWS]
+)
 @pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda shape: shape.slug)
 def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
     x, weight, bias, reference, reference_without_bias = _case_data(shape, layout)
@@ -78,8 +96,10 @@ def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
         reference = reference_without_bias  # the baseline is the bare matmul
         limits = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
     else:
-        peer = onnxruntime_conv if implementation == "onnxruntime" else torch_conv2d
-        call, _ = peer(x, weight, bias, threads, layout)
+        if implementation == "xnnpack":
+            call, _ = xnnpack_conv(x, weight, bias, threads)
+        else:
+            call, _ = PEERS[implementation](x, weight, bias, threads, layout)
         outside, error = float32_errors(call(), x, weight, bias, layout)
         assert outside == 0, f"{implementation} {layout}: {outside} values off ({error:.2e})"
 

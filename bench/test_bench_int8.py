@@ -1,4 +1,4 @@
-"""int8 1x1 convolution benchmarks: fastpw (prepacked ``QConv1x1``) against ONNX Runtime.
+"""int8 1x1 convolution benchmarks: fastpw (prepacked ``QConv1x1``) against its 8-bit peers.
 
 Each case of ``fastpw.shapes.STANDARD_SHAPES`` x row x thread count is one
 pytest-benchmark row. The rows of a shape are:
@@ -9,8 +9,14 @@ pytest-benchmark row. The rows of a shape are:
   the same layout: QLinearConv on NCHW (``fastpw._peers.onnxruntime_qlinearconv``), the
   ``com.microsoft`` QLinearConv with ``channels_last=1`` on NHWC
   (``onnxruntime_qlinearconv_nhwc``); session built once per shape, layout and thread
-  count, ``intra_op_num_threads`` = the row's thread count. Skipped when onnxruntime or
-  onnx is not installed.
+  count, ``intra_op_num_threads`` = the row's thread count;
+- ``NCHW-torch-<engine>`` and ``NHWC-torch-<engine>``: PyTorch's quantized Conv2d on each
+  quantized engine of the installed torch (``fastpw._peers.torch_qconv2d``);
+- ``NHWC-xnnpack``: XNNPACK through LiteRT, TensorFlow Lite's int8 CONV_2D
+  (``fastpw._peer_litert.xnnpack_qconv``), its int8 output shifted back to uint8.
+
+A peer's rows exist only where it is installed (ONNX Runtime and LiteRT come with the
+``bench`` and ``test`` extras, PyTorch does not).
 
 Groups are named as in ``test_bench_f32.py`` (shape and thread count), so a run of both
 suites puts the int8 rows beside the float32 ones. ``extra_info["gops"]`` holds
@@ -20,11 +26,12 @@ implementation.
 Correctness comes first, outside the timing, so the untimed smoke run (plain ``pytest``)
 is a real check: fastpw's output must equal the contract's formula
 (``fastpw.testing.qconv1x1_reference``) bit for bit (NCHW; the NHWC row equals its
-transpose), and so must ONNX Runtime's. On x86 CPUs without VNNI (AVX512-VNNI or
-AVX-VNNI), ONNX Runtime's u8s8 kernels can saturate 16-bit pair sums (onnxruntime issue
-#16105), so there its row records how many values differ and by how much
-(``extra_info["differs_from_formula"]``) and warns, instead of failing on a fault of the
-peer; with VNNI a difference fails.
+transpose), and so must XNNPACK's. On x86 CPUs without VNNI (AVX512-VNNI or AVX-VNNI),
+ONNX Runtime's u8s8 kernels can saturate 16-bit pair sums (onnxruntime issue #16105), so
+there its row records how many values differ (``extra_info["differs_from_formula"]``)
+and warns, instead of failing on a fault of the peer; with VNNI a difference fails.
+PyTorch's engines always record and warn: oneDNN adds the bias after scaling (off by
+one at ties) and fbgemm saturates as ONNX Runtime does (tests/test_peers.py).
 
 Idle threads: OpenBLAS (the numpy reference) and ONNX Runtime's intra-op pool keep
 spinning for about 0.1 s after a call, and fastpw's OpenMP threads briefly. Before
@@ -42,13 +49,18 @@ import numpy as np
 import pytest
 
 import fastpw
+from fastpw._peer_litert import litert_version, xnnpack_qconv
 from fastpw._peers import (
     onnxruntime_qlinearconv,
     onnxruntime_qlinearconv_nhwc,
     onnxruntime_version,
+    torch_qconv2d,
+    torch_quantized_engines,
+    torch_version,
 )
 from fastpw._timing import BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS, benchmark_group, benchmark_info
 from fastpw.shapes import (
+    LAYOUTS,
     STANDARD_SHAPES,
     Int8Inputs,
     LayerShape,
@@ -61,8 +73,20 @@ from fastpw.testing import qconv1x1_reference
 ORT_VERSION = onnxruntime_version()
 IDLE_SECONDS = max(BLAS_IDLE_SECONDS, ORT_IDLE_SECONDS)
 
-#: (layout, implementation) rows of one shape; onnxruntime reads NCHW only (see above).
-ROWS = (("NCHW", "fastpw"), ("NHWC", "fastpw"), ("NCHW", "onnxruntime"), ("NHWC", "onnxruntime"))
+#: The peers importable here.
+PEERS = (
+    (("onnxruntime",) if ORT_VERSION is not None else ())
+    + tuple(f"torch-{engine}" for engine in torch_quantized_engines())
+    + (("xnnpack",) if litert_version() is not None else ())
+)
+
+#: (layout, implementation) rows of one shape: XNNPACK reads NHWC only.
+ROWS = tuple(
+    (layout, name)
+    for layout in LAYOUTS
+    for name in ("fastpw", *PEERS)
+    if not (name == "xnnpack" and layout == "NCHW")
+)
 
 
 @functools.lru_cache(maxsize=2)
@@ -78,12 +102,17 @@ def _qconv1x1_reference_nchw(shape: LayerShape) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def _onnxruntime(shape: LayerShape, threads: int, layout: str):
-    """``(call, result)``: ONNX Runtime's session for this shape, thread count and layout
-    (QLinearConv on NCHW, com.microsoft QLinearConv channels_last on NHWC), and a copy
-    of its output."""
-    peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
-    call, out = peer(_inputs(shape, layout), threads)
+def _peer(shape: LayerShape, threads: int, layout: str, implementation: str):
+    """``(call, result)``: the peer built once for this shape, thread count and layout,
+    and a copy of its output."""
+    inputs = _inputs(shape, layout)
+    if implementation == "onnxruntime":
+        peer = onnxruntime_qlinearconv if layout == "NCHW" else onnxruntime_qlinearconv_nhwc
+        call, _ = peer(inputs, threads)
+    elif implementation == "xnnpack":
+        call, _ = xnnpack_qconv(inputs, threads)
+    else:
+        call, _ = torch_qconv2d(inputs, threads, implementation.removeprefix("torch-"))
     return call, call().copy()
 
 
@@ -123,18 +152,21 @@ def _check_fastpw(shape, layout, out):
     )
 
 
-def _check_onnxruntime(result, formula, extra_info):
-    """ONNX Runtime's output must equal the formula where its kernels are exact; where
-    they are not, how far it is off goes into the row and a warning."""
+def _check_peer(implementation, result, formula, extra_info):
+    """A peer's output must equal the formula where its kernels are exact (XNNPACK;
+    ONNX Runtime with VNNI); elsewhere how far it is off goes into the row and a
+    warning."""
     if np.array_equal(result, formula):
         extra_info["differs_from_formula"] = 0
         return
     message = (
-        f"onnxruntime {ORT_VERSION} QLinearConv differs from the int8 formula "
-        f"(qconv1x1_reference): {_difference(result, formula)}. On x86 without VNNI "
-        "its u8s8 kernels can saturate 16-bit pair sums (onnxruntime#16105)."
+        f"{implementation} differs from the int8 formula (qconv1x1_reference): "
+        f"{_difference(result, formula)}. On x86 without VNNI, ONNX Runtime's and "
+        "PyTorch's u8s8 kernels can saturate 16-bit pair sums (onnxruntime#16105); "
+        "oneDNN adds the bias after scaling."
     )
-    assert not ORT_EXACT_HERE, message
+    exact_here = implementation == "xnnpack" or (implementation == "onnxruntime" and ORT_EXACT_HERE)
+    assert not exact_here, message
     extra_info["differs_from_formula"] = int(np.count_nonzero(result != formula))
     warnings.warn(message, stacklevel=2)
 
@@ -149,13 +181,11 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
         call()  # correctness, once, outside the timed part
         _check_fastpw(shape, layout, out)
     else:
-        if ORT_VERSION is None:
-            pytest.skip("onnxruntime and onnx are needed for the onnxruntime rows")
-        call, result = _onnxruntime(shape, threads, layout)
+        call, result = _peer(shape, threads, layout, implementation)
         formula = _qconv1x1_reference_nchw(shape)
         if layout == "NHWC":
             formula = formula.transpose(0, 2, 3, 1)
-        _check_onnxruntime(result, formula, benchmark.extra_info)
+        _check_peer(implementation, result, formula, benchmark.extra_info)
 
     # Same group names as test_bench_f32.py: int8 rows sit beside the float32 ones.
     benchmark.group = benchmark_group(shape, threads)
@@ -164,8 +194,12 @@ def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
     )
     if implementation == "fastpw":
         benchmark.extra_info["isa"] = fastpw.isa("int8")
-    else:
+    elif implementation == "onnxruntime":
         benchmark.extra_info["onnxruntime"] = ORT_VERSION
+    elif implementation == "xnnpack":
+        benchmark.extra_info["ai_edge_litert"] = litert_version()
+    else:
+        benchmark.extra_info["torch"] = torch_version()
     if benchmark.enabled:
         time.sleep(IDLE_SECONDS)  # BLAS, ONNX Runtime and OpenMP threads go idle
     benchmark(call)
