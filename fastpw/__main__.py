@@ -147,18 +147,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- machine
 
 
-def machine_info(threads: int, peak_seconds: float) -> dict:
-    features = fastpw.cpu_features()
-    active = fastpw.isa()
-    peak, peak_error = None, None
+#: The register-only loops that measure each operation's compute ceiling, one thread:
+#: the float32 kernel's FMA (GFLOP/s) and the int8 kernel's multiply-accumulate (GOP/s).
+PEAK_PROBES = {"float32": _kernels.fma_peak_gflops, "int8": _kernels.int8_peak_gops}
+
+
+def probe_peak(operation: str, seconds: float) -> tuple[float | None, str | None]:
+    """``(peak, error)``: the single-thread ceiling of the kernel ``operation`` runs, or
+    None and why not."""
+    family = fastpw.isa(operation)
     try:
         # Best of three short probes: another process stealing the core for a moment
         # lowers one probe, not the result.
-        peak = max(_kernels.fma_peak_gflops(active, seconds=peak_seconds / 3) for _ in range(3))
+        peak = max(PEAK_PROBES[operation](family, seconds=seconds / 3) for _ in range(3))
     except Exception as error:  # a missing probe must not hide the rest of the report
-        peak_error = f"{type(error).__name__}: {error}"
-    if peak is not None and not (math.isfinite(peak) and peak > 0):
-        peak, peak_error = None, f"the {active} family has no FMA probe"
+        return None, f"{type(error).__name__}: {error}"
+    if not (math.isfinite(peak) and peak > 0):
+        return None, f"the {family} {operation} kernel has no probe"
+    return peak, None
+
+
+def machine_info(threads: int, peak_seconds: float) -> dict:
+    features = fastpw.cpu_features()
+    active = fastpw.isa()
+    peak, peak_error = probe_peak("float32", peak_seconds)
+    int8_peak, int8_peak_error = probe_peak("int8", peak_seconds)
     blas = []
     if threadpoolctl is not None:
         blas = [
@@ -184,6 +197,13 @@ def machine_info(threads: int, peak_seconds: float) -> dict:
         "fma_peak_method": (
             f"register-only {active} FMA loop, independent accumulators, 1 thread, "
             f"best of 3 x {peak_seconds / 3:.2g} s, 2 flops per lane"
+        ),
+        "int8_peak_gops_1thread": int8_peak,
+        "int8_peak_error": int8_peak_error,
+        "int8_peak_method": (
+            f"register-only loop of the {fastpw.isa('int8')} int8 kernel's multiply-"
+            f"accumulate instructions, 1 thread, best of 3 x {peak_seconds / 3:.2g} s, "
+            "2 ops per product"
         ),
         "numpy_blas": blas,
         "cpu_count": os.cpu_count(),
@@ -243,6 +263,11 @@ def print_machine(info: dict) -> None:
     else:
         rows.append(("FMA peak", f"{info['fma_peak_gflops_1thread']:.1f} GFLOP/s per thread"))
         rows.append(("", f"({info['fma_peak_method']})"))
+    if info["int8_peak_gops_1thread"] is None:
+        rows.append(("int8 peak", f"unavailable ({info['int8_peak_error']})"))
+    else:
+        rows.append(("int8 peak", f"{info['int8_peak_gops_1thread']:.1f} GOP/s per thread"))
+        rows.append(("", f"({info['int8_peak_method']})"))
     if info["numpy_blas"]:
         blas = ", ".join(f"{b['internal_api']} {b['version']}" for b in info["numpy_blas"])
         rows.append(("numpy BLAS", blas))
@@ -360,20 +385,20 @@ def check_correctness(threads: int) -> list[dict]:
 
 
 class PeakCeiling:
-    """The FMA ceiling %peak is taken against: the single-thread probe times the threads
-    used. A layer measured above it means the probe ran low (another process had the
-    core then): probe again, longer, and keep the best; a layer still above gets no
-    %peak rather than one over 100 %."""
+    """The ceiling %peak is taken against: the single-thread probe of ``operation``'s
+    kernel (PEAK_PROBES) times the threads used. A layer measured above it means the
+    probe ran low (another process had the core then): probe again, longer, and keep the
+    best; a layer still above gets no %peak rather than one over 100 %."""
 
-    def __init__(self, per_thread: float | None, threads: int, family: str):
-        self.per_thread, self.threads, self.family = per_thread, threads, family
+    def __init__(self, per_thread: float | None, threads: int, operation: str = "float32"):
+        self.per_thread, self.threads, self.operation = per_thread, threads, operation
 
     def percent(self, achieved: float) -> float | None:
         if not self.per_thread:
             return None
         if achieved > self.per_thread * self.threads:
-            probe = max(_kernels.fma_peak_gflops(self.family, seconds=0.2) for _ in range(3))
-            self.per_thread = max(self.per_thread, probe)
+            probe, _ = probe_peak(self.operation, seconds=0.6)
+            self.per_thread = max(self.per_thread, probe or 0.0)
         ceiling = self.per_thread * self.threads
         return 100 * achieved / ceiling if achieved <= ceiling else None
 
@@ -738,12 +763,12 @@ def exactness(differences: Int8Differences) -> str:
 
 
 def benchmark_int8_shape(
-    shape: LayerShape, layouts, threads: int, float_row: dict | None, quick: bool
+    shape: LayerShape, layouts, threads: int, float_row: dict | None, quick: bool, ceiling=None
 ) -> dict:
     """Check, then time, one layer in int8: fastpw and every 8-bit peer (``int8_peers``)
     interleaved round by round; GOP/s from the median round, ratios only from steady
     rows (as benchmark_shape), also against fastpw float32 in the same layout
-    (``float_row``).
+    (``float_row``); ``ceiling``: the int8 PeakCeiling (or None).
 
     ``exact``: "yes" when fastpw's uint8 output equals the int8 formula
     (``fastpw.testing.qconv1x1_reference``) bit for bit in every layout, else "NO".
@@ -791,9 +816,10 @@ def benchmark_int8_shape(
     compare_with_best(row, layouts, peers_of, marked=inexact)
     steady = not row["unsteady"]
     for layout in layouts:
+        achieved = row[f"fastpw_{layout}_gops"]
         if steady and float_row and float_row.get(f"fastpw_{layout}_gflops"):
-            achieved = row[f"fastpw_{layout}_gops"]
             row[f"fastpw_{layout}_vs_f32"] = achieved / float_row[f"fastpw_{layout}_gflops"]
+        row[f"fastpw_{layout}_percent_of_peak"] = ceiling.percent(achieved) if ceiling else None
     row["steady"] = "yes" if steady else "NO"
     return row
 
@@ -808,14 +834,17 @@ def int8_columns(layouts) -> list:
         ]
     columns += BEST_ANY_COLUMNS
     columns += [(f"{lay} vs f32", f"fastpw_{lay}_vs_f32", "{:.2f}x") for lay in layouts]
+    columns += [(f"{lay} %peak", f"fastpw_{lay}_percent_of_peak", "{:.0f}%") for lay in layouts]
     columns += [("exact", "exact", "{}"), ("peers exact", "peers_exact", "{}")]
     columns.append(("steady", "steady", "{}"))
     return columns
 
 
-def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tuple[list, bool]:
+def run_int8(
+    shapes, layouts, threads: int, float_rows: list, quick: bool, ceiling=None
+) -> tuple[list, bool]:
     """Print the int8 tables; return their rows and whether every fastpw result was
-    right."""
+    right. ``ceiling``: the int8 PeakCeiling (or None)."""
     print()
     exact = (
         "exact = fastpw's uint8 output equals the int8 formula (qconv1x1_reference) bit for "
@@ -832,7 +861,8 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
     )
     print(
         f"GOP/s = 2*C*K*H*W / time. vs best = fastpw / the fastest peer; vs f32 = fastpw "
-        f"int8 / fastpw float32 (table above) in the same layout. {exact}.\n"
+        f"int8 / fastpw float32 (table above) in the same layout; %peak = fastpw / (int8 "
+        f"peak x threads used). {exact}.\n"
     )
     by_shape = {row["shape"]: row for row in float_rows}
     names = [shape.name for shape in shapes]
@@ -844,7 +874,8 @@ def run_int8(shapes, layouts, threads: int, float_rows: list, quick: bool) -> tu
     table.header()
     rows = []
     for shape in shapes:
-        rows.append(benchmark_int8_shape(shape, layouts, threads, by_shape.get(shape.name), quick))
+        float_row = by_shape.get(shape.name)
+        rows.append(benchmark_int8_shape(shape, layouts, threads, float_row, quick, ceiling))
         table.row(rows[-1])
     ratios = [f"fastpw_{lay}_{what}" for lay in layouts for what in ("vs_best", "vs_f32")]
     print_summary(table, rows, [*ratios, "fastpw_vs_best_any"])
@@ -926,7 +957,7 @@ def main(argv=None) -> int:
             "used).\n"
         )
         # A serial build runs on one core whatever it is asked for.
-        ceiling = PeakCeiling(peak, threads if info["openmp"] else 1, info["isa"])
+        ceiling = PeakCeiling(peak, threads if info["openmp"] else 1)
         table = Table(layouts, max(len(label) for label in [SUMMARY_LABEL, *names]))
         table.header()
         with limits:
@@ -939,7 +970,11 @@ def main(argv=None) -> int:
         print_every_implementation(rows, "GFLOP/s")
         print_kernels(rows, "float32")
         if args.int8:
-            int8_rows, int8_passed = run_int8(shapes, layouts, threads, rows, args.quick)
+            used = threads if info["openmp"] else 1
+            int8_ceiling = PeakCeiling(info["int8_peak_gops_1thread"], used, "int8")
+            int8_rows, int8_passed = run_int8(
+                shapes, layouts, threads, rows, args.quick, int8_ceiling
+            )
             passed = passed and int8_passed
     else:
         print("\nCorrectness FAILED: benchmark skipped.")

@@ -62,6 +62,7 @@ cdef extern from "fastpw/dispatch.h" nogil:
         size_t mr, nr, lanes
         int format
         int signed_activations
+        double (*peak_loop)(long iterations) noexcept nogil
 
     enum:
         FPW_Q8_DOT4

@@ -261,6 +261,27 @@ def max_threads():
     return _thread_ceiling(fpw_max_threads())
 
 
+ctypedef double (*peak_loop_fn)(long iterations) noexcept nogil
+
+
+cdef double _peak_rate(peak_loop_fn loop, double seconds):
+    """Operations per second, in billions, of a register-only probe loop run long enough
+    to fill `seconds` (NaN without a loop)."""
+    import time
+    if loop == NULL:
+        return float("nan")
+    cdef long iterations = 1 << 16
+    cdef double operations, elapsed
+    while True:
+        start = time.perf_counter()
+        with nogil:
+            operations = loop(iterations)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds or iterations > (1 << 40):
+            return operations / elapsed / 1e9
+        iterations *= 2 if elapsed < seconds / 4 else 1 + <long>(seconds / elapsed)
+
+
 def fma_peak_gflops(str name, double seconds=0.2):
     """Single-thread float32 FMA throughput of the float32 kernel family `name` selects,
     in GFLOP/s (NaN for a kernel without a probe).
@@ -268,21 +289,19 @@ def fma_peak_gflops(str name, double seconds=0.2):
     Runs the kernel's register-only loop (independent FMA chains, no memory traffic)
     long enough to fill `seconds`, and divides the flops it did by the elapsed time.
     """
-    import time
     cdef int index = fpw_choose_family(FPW_OP_F32_GEMM, _family_index(name), _cpu_mask)
-    cdef const fpw_f32_ukernel *kernel = fpw_families[index].f32
-    if kernel.fma_peak_loop == NULL:
-        return float("nan")
-    cdef long iterations = 1 << 16
-    cdef double flops, elapsed
-    while True:
-        start = time.perf_counter()
-        with nogil:
-            flops = kernel.fma_peak_loop(iterations)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds or iterations > (1 << 40):
-            return flops / elapsed / 1e9
-        iterations *= 2 if elapsed < seconds / 4 else 1 + <long>(seconds / elapsed)
+    return _peak_rate(fpw_families[index].f32.fma_peak_loop, seconds)
+
+
+def int8_peak_gops(str name, double seconds=0.2):
+    """Single-thread int8 multiply-accumulate throughput of the int8 kernel family `name`
+    selects, in GOP/s (2 ops per product; NaN for a kernel without a probe).
+
+    As `fma_peak_gflops`, with the int8 kernel's own instructions: vpmaddwd + vpaddd
+    (avx2), vpdpbusd (avx512vnni), smlal (neon), sdot (neondot).
+    """
+    cdef int index = fpw_choose_family(FPW_OP_Q8_GEMM, _family_index(name), _cpu_mask)
+    return _peak_rate(fpw_families[index].q8.peak_loop, seconds)
 
 
 # ---------------------------------------------------------------------------------------

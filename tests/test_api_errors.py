@@ -299,6 +299,21 @@ def test_kernel_table_rows():
     assert last["requires"] == [] and all(last[operation] for operation in fastpw.OPERATIONS), last
 
 
+@pytest.mark.parametrize("family", fastpw.available_isas())
+def test_peak_probes_of_each_family(family):
+    """The benchmarks' ceilings: the register-only loops of the float32 and int8 kernels
+    a family runs give a finite, positive rate; the portable scalar kernels have none
+    (NaN), and the benchmark prints no ceiling there."""
+    from fastpw import _kernels
+
+    rates = (_kernels.fma_peak_gflops(family, 0.01), _kernels.int8_peak_gops(family, 0.01))
+    for rate in rates:
+        if family == "scalar":
+            assert np.isnan(rate)
+        else:
+            assert np.isfinite(rate) and rate > 0, (family, rates)
+
+
 def test_kernel_table_is_best_first():
     """Best first: each family requires everything the families below it require, so
     the first one the CPU supports is the most capable, and a capped operation only

@@ -141,11 +141,14 @@ typedef struct fpw_q8_ukernel {
     int format; /* FPW_Q8_DOT4 or FPW_Q8_PAIR16 */
     /* DOT4: the kernel reads activation bytes as int8 (sdot) rather than uint8 (vpdpbusd) */
     int signed_activations;
+    /* For the benchmarks: a register-only loop of the kernel's multiply-accumulate
+     * instructions that returns the int8 ops it did, 2 per product (NULL if none). */
+    double (*peak_loop)(long iterations);
 } fpw_q8_ukernel;
 
 /* As FPW_F32_UKERNEL; SIGNED: the DOT4 kernel reads int8 activations (see above). */
-#define FPW_Q8_UKERNEL(gemm_fn, MR, NR, LANES, FORMAT, SIGNED)                                               \
-    {#gemm_fn, gemm_fn, MR, NR, LANES, FORMAT, SIGNED}
+#define FPW_Q8_UKERNEL(gemm_fn, MR, NR, LANES, FORMAT, SIGNED, peak_fn)                                      \
+    {#gemm_fn, gemm_fn, MR, NR, LANES, FORMAT, SIGNED, peak_fn}
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))

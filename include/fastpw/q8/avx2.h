@@ -151,8 +151,35 @@ static FPW_AVX2_TARGET void fpw_q8_gemm_4x16__avx2(const fpw_q8_tile* t) {
 }
 #undef FPW_Q8_AVX2_CASE
 
-static const fpw_q8_ukernel fpw_q8_ukernel__avx2 =
-    FPW_Q8_UKERNEL(fpw_q8_gemm_4x16__avx2, FPW_Q8_AVX2_MR, FPW_Q8_AVX2_NR, 8, FPW_Q8_PAIR16, 0);
+/* Peak-throughput probe: vpmaddwd then vpaddd into the accumulator, the kernel's step,
+ * on 3 row operands times 2 column operands: 6 accumulators, so that with the 5 operands
+ * and the products everything stays in the 16 registers (the kernel's 8 accumulators
+ * read their operands from memory instead). vpmaddwd does not accumulate, so its
+ * operands pass through an empty asm statement each step: the compiler must assume they
+ * changed and cannot hoist the products out of the loop (the asm emits no instruction).
+ * Returns ops: 16 products per vpmaddwd, 2 ops each. */
+static FPW_AVX2_TARGET double fpw_q8_peak_loop__avx2(long iterations) {
+    __m256i a0 = _mm256_set1_epi16(1), a1 = _mm256_set1_epi16(2), a2 = _mm256_set1_epi16(3);
+    __m256i b0 = _mm256_set1_epi16(5), b1 = _mm256_set1_epi16(6);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    for (long n = 0; n < iterations; n++) {
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(b0), "+x"(b1));
+        c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(a0, b0));
+        c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(a0, b1));
+        c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(a1, b0));
+        c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(a1, b1));
+        c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(a2, b0));
+        c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(a2, b1));
+    }
+    const __m256i sum = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(c00, c01), _mm256_add_epi32(c10, c11)), _mm256_add_epi32(c20, c21));
+    volatile int sink = _mm256_extract_epi32(sum, 0);
+    (void)sink;
+    return 6.0 * 16.0 * 2.0 * (double)iterations;
+}
+
+static const fpw_q8_ukernel fpw_q8_ukernel__avx2 = FPW_Q8_UKERNEL(
+    fpw_q8_gemm_4x16__avx2, FPW_Q8_AVX2_MR, FPW_Q8_AVX2_NR, 8, FPW_Q8_PAIR16, 0, fpw_q8_peak_loop__avx2);
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_Q8_AVX2_H */

@@ -274,8 +274,25 @@ static FPW_AVX512VNNI_TARGET void fpw_q8_gemm_12x32__avx512vnni(const fpw_q8_til
 #undef FPW_Q8_VNNI_CASE
 #undef FPW_Q8_VNNI_MODES
 
+/* Peak-throughput probe: 24 independent vpdpbusd chains in registers, the tile's
+ * accumulator count. Returns ops: 64 products per vpdpbusd zmm, 2 ops each. */
+static FPW_AVX512VNNI_TARGET double fpw_q8_peak_loop__avx512vnni(long iterations) {
+    __m512i acc[24];
+    const __m512i u = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-5);
+    FPW_UNROLL for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_epi32(i);
+    for (long n = 0; n < iterations; n++) {
+        FPW_UNROLL for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], u, w);
+    }
+    __m512i sum = acc[0];
+    FPW_UNROLL for (int i = 1; i < 24; i++) sum = _mm512_add_epi32(sum, acc[i]);
+    volatile int sink = _mm512_reduce_add_epi32(sum);
+    (void)sink;
+    return 24.0 * 64.0 * 2.0 * (double)iterations;
+}
+
 static const fpw_q8_ukernel fpw_q8_ukernel__avx512vnni =
-    FPW_Q8_UKERNEL(fpw_q8_gemm_12x32__avx512vnni, FPW_Q8_VNNI_MR, FPW_Q8_VNNI_NR, 16, FPW_Q8_DOT4, 0);
+    FPW_Q8_UKERNEL(fpw_q8_gemm_12x32__avx512vnni, FPW_Q8_VNNI_MR, FPW_Q8_VNNI_NR, 16, FPW_Q8_DOT4, 0,
+                   fpw_q8_peak_loop__avx512vnni);
 
 #endif /* FPW_X86_64 */
 #endif /* FASTPW_Q8_AVX512VNNI_H */

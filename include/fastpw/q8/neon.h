@@ -443,8 +443,25 @@ static void fpw_q8_gemm_8x8__neon(const fpw_q8_tile* t) {
 }
 #undef FPW_Q8_NEON_CASE
 
-static const fpw_q8_ukernel fpw_q8_ukernel__neon =
-    FPW_Q8_UKERNEL(fpw_q8_gemm_8x8__neon, FPW_Q8_NEON_MR, FPW_Q8_NEON_NR, 4, FPW_Q8_PAIR16, 0);
+/* Peak-throughput probe: the kernel's smlal on 16 independent chains in registers (smlal
+ * accumulates in place, so it cannot be hoisted). Returns ops: 4 products per smlal, 2
+ * ops each. */
+static double fpw_q8_peak_loop__neon(long iterations) {
+    int32x4_t acc[16];
+    const int16x4_t a = vdup_n_s16(3), b = vdup_n_s16(-5);
+    FPW_UNROLL for (int i = 0; i < 16; i++) acc[i] = vdupq_n_s32(i);
+    for (long n = 0; n < iterations; n++) {
+        FPW_UNROLL for (int i = 0; i < 16; i++) acc[i] = vmlal_s16(acc[i], a, b);
+    }
+    int32x4_t sum = acc[0];
+    FPW_UNROLL for (int i = 1; i < 16; i++) sum = vaddq_s32(sum, acc[i]);
+    volatile int sink = vaddvq_s32(sum);
+    (void)sink;
+    return 16.0 * 4.0 * 2.0 * (double)iterations;
+}
+
+static const fpw_q8_ukernel fpw_q8_ukernel__neon = FPW_Q8_UKERNEL(
+    fpw_q8_gemm_8x8__neon, FPW_Q8_NEON_MR, FPW_Q8_NEON_NR, 4, FPW_Q8_PAIR16, 0, fpw_q8_peak_loop__neon);
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_Q8_NEON_H */

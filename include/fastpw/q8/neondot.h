@@ -201,9 +201,26 @@ static FPW_Q8_NEONDOT_TARGET void fpw_q8_gemm_8x12__neondot(const fpw_q8_tile* t
 #undef FPW_Q8_NEONDOT_CASE
 #undef FPW_Q8_NEONDOT_MODES
 
+/* Peak-throughput probe: 24 independent sdot chains in registers, the tile's accumulator
+ * count. Returns ops: 16 products per sdot, 2 ops each. */
+static FPW_Q8_NEONDOT_TARGET double fpw_q8_peak_loop__neondot(long iterations) {
+    int32x4_t acc[24];
+    const int8x16_t a = vdupq_n_s8(3), b = vdupq_n_s8(-5);
+    FPW_UNROLL for (int i = 0; i < 24; i++) acc[i] = vdupq_n_s32(i);
+    for (long n = 0; n < iterations; n++) {
+        FPW_UNROLL for (int i = 0; i < 24; i++) acc[i] = vdotq_s32(acc[i], a, b);
+    }
+    int32x4_t sum = acc[0];
+    FPW_UNROLL for (int i = 1; i < 24; i++) sum = vaddq_s32(sum, acc[i]);
+    volatile int sink = vaddvq_s32(sum);
+    (void)sink;
+    return 24.0 * 16.0 * 2.0 * (double)iterations;
+}
+
 /* sdot reads int8 activations: uint8 ones are flipped. */
 static const fpw_q8_ukernel fpw_q8_ukernel__neondot =
-    FPW_Q8_UKERNEL(fpw_q8_gemm_8x12__neondot, FPW_Q8_NEONDOT_MR, FPW_Q8_NEONDOT_NR, 4, FPW_Q8_DOT4, 1);
+    FPW_Q8_UKERNEL(fpw_q8_gemm_8x12__neondot, FPW_Q8_NEONDOT_MR, FPW_Q8_NEONDOT_NR, 4, FPW_Q8_DOT4, 1,
+                   fpw_q8_peak_loop__neondot);
 
 #endif /* FPW_AARCH64 */
 #endif /* FASTPW_Q8_NEONDOT_H */

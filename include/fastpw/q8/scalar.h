@@ -40,6 +40,6 @@ static void fpw_q8_gemm_4x8__scalar(const fpw_q8_tile* t) {
 }
 
 static const fpw_q8_ukernel fpw_q8_ukernel__scalar =
-    FPW_Q8_UKERNEL(fpw_q8_gemm_4x8__scalar, FPW_Q8_SCALAR_MR, FPW_Q8_SCALAR_NR, 1, FPW_Q8_PAIR16, 0);
+    FPW_Q8_UKERNEL(fpw_q8_gemm_4x8__scalar, FPW_Q8_SCALAR_MR, FPW_Q8_SCALAR_NR, 1, FPW_Q8_PAIR16, 0, NULL);
 
 #endif /* FASTPW_Q8_SCALAR_H */
