@@ -667,6 +667,18 @@ def geometric_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def busy_note() -> str:
+    """A warning for a table's header when the machine is busy now (the load average
+    above half the CPUs this process may use), else ""."""
+    load, cpus = machine_load()
+    if load is None or load <= cpus / 2:
+        return ""
+    return (
+        f"BUSY machine: load average {load:.2f} on {cpus} CPUs. Other processes share the "
+        "cores: expect unsteady rows (no ratio) and lower rates.\n"
+    )
+
+
 def print_summary(table: Table, rows: list, ratio_keys) -> None:
     """The geometric mean of each ratio column over the rows that have it (the steady
     ones), and how many rows were steady."""
@@ -864,6 +876,7 @@ def run_int8(
         f"int8 / fastpw float32 (table above) in the same layout; %peak = fastpw / (int8 "
         f"peak x threads used). {exact}.\n"
     )
+    print(busy_note(), end="")
     by_shape = {row["shape"]: row for row in float_rows}
     names = [shape.name for shape in shapes]
     table = Table(
@@ -956,6 +969,7 @@ def main(argv=None) -> int:
             "layout: against fastpw's better layout. %peak = fastpw / (FMA peak x threads "
             "used).\n"
         )
+        print(busy_note(), end="")
         # A serial build runs on one core whatever it is asked for.
         ceiling = PeakCeiling(peak, threads if info["openmp"] else 1)
         table = Table(layouts, max(len(label) for label in [SUMMARY_LABEL, *names]))
