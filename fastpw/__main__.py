@@ -71,6 +71,7 @@ from fastpw.shapes import (
     empty_output,
     make_inputs,
     make_int8_inputs,
+    parse_layer_shape,
     quantized_layer,
 )
 from fastpw.testing import (
@@ -88,6 +89,14 @@ except ImportError:  # optional: without it numpy's BLAS uses its own default th
 # The one command that installs every peer and helper the benchmarks use (pyproject.toml's
 # "bench" extra): printed wherever one is missing.
 BENCH_INSTALL = 'pip install "fastpw[bench]"'
+
+
+def layer_shape_argument(text: str) -> LayerShape:
+    """``--shape``'s parser: argparse reports the ValueError's message (exit status 2)."""
+    try:
+        return parse_layer_shape(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -110,15 +119,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--layout",
-        choices=("NCHW", "NHWC", "both"),
-        default="both",
-        help="activation layouts to benchmark (default: both)",
+        type=str.upper,
+        choices=("NCHW", "NHWC", "BOTH"),
+        default="BOTH",
+        help="activation layouts to benchmark, in any case (default: both)",
     )
     parser.add_argument(
         "--shapes",
         metavar="SUBSTRING",
         default="",
-        help='benchmark only layers whose name contains SUBSTRING, e.g. "resnet50" or "7x7"',
+        help="benchmark only the standard layers whose name contains SUBSTRING, in any "
+        'case, e.g. "resnet50" or "7x7"',
+    )
+    parser.add_argument(
+        "--shape",
+        metavar="C,K,H,W[,S][,G]",
+        action="append",
+        type=layer_shape_argument,
+        help="benchmark your own layer instead of the standard ones: C input and K output "
+        "channels, an H x W input, stride S and groups G (default 1); repeat it for more "
+        "layers. With --shapes, the matching standard layers come first.",
     )
     parser.add_argument(
         "--int8",
@@ -477,25 +497,32 @@ def _build_peers(builders: dict, check) -> tuple[dict, dict]:
     return calls, absent
 
 
-def float_peers(x, weight, bias, layout: str, threads: int) -> tuple[dict, dict]:
+def float_peers(x, weight, bias, layout: str, threads: int, shape: LayerShape) -> tuple[dict, dict]:
     """The float32 peers importable here, each on the row's threads: numpy's bare matmul
     (no bias: the strictest baseline), ONNX Runtime's Conv, PyTorch's conv2d and, in
     NHWC, XNNPACK (all with bias), the last three checked against the float64
-    reference before they are timed. Returns ``(calls, absent)`` (``_build_peers``)."""
-    builders = {"numpy": functools.partial(numpy_baseline, x, weight, layout)}
+    reference before they are timed; ``shape`` gives the stride and groups. Returns
+    ``(calls, absent)`` (``_build_peers``)."""
+    options = shape.options
+    builders = {"numpy": functools.partial(numpy_baseline, x, weight, layout, **options)}
     if onnxruntime_version() is not None:
         builders["onnxruntime"] = functools.partial(
-            onnxruntime_conv, x, weight, bias, threads, layout
+            onnxruntime_conv, x, weight, bias, threads, layout, **options
         )
     if torch_version() is not None:
-        builders["torch"] = functools.partial(torch_conv2d, x, weight, bias, threads, layout)
+        builders["torch"] = functools.partial(
+            torch_conv2d, x, weight, bias, threads, layout, **options
+        )
     if layout == "NHWC" and litert_version() is not None:
-        builders["xnnpack"] = functools.partial(xnnpack_conv, x, weight, bias, threads)
+        # TensorFlow Lite reads the groups from the filter's depth.
+        builders["xnnpack"] = functools.partial(
+            xnnpack_conv, x, weight, bias, threads, stride=shape.stride
+        )
 
     def check(name: str, out) -> None:
         if name == "numpy":  # the bare matmul: no bias to compare
             return
-        outside, error = float32_errors(out, x, weight, bias, layout)
+        outside, error = float32_errors(out, x, weight, bias, layout, **options)
         if outside:
             raise RuntimeError(f"{outside} values off the reference (max rel {error:.1e})")
 
@@ -575,10 +602,10 @@ def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bo
     calls, peers_of = {}, {}
     for layout in layouts:
         x, weight, bias = make_inputs(shape, layout)
-        layer = fastpw.Conv1x1(weight, bias, layout=layout)
-        out = empty_output(x, shape.c_out, layout)
+        layer = fastpw.Conv1x1(weight, bias, layout=layout, **shape.options)
+        out = empty_output(x, shape.c_out, layout, stride=shape.stride)
         calls[f"fastpw_{layout}"] = functools.partial(layer, x, out=out, num_threads=threads)
-        peers, absent = float_peers(x, weight, bias, layout, threads)
+        peers, absent = float_peers(x, weight, bias, layout, threads, shape)
         peers_of[layout] = list(peers)
         calls.update({f"{name}_{layout}": call for name, call in peers.items()})
         row["absent"].update({f"{name}_{layout}": why for name, why in absent.items()})
@@ -710,7 +737,17 @@ def print_matrix(rows: list, title: str, keys, cell) -> None:
 def print_every_implementation(rows: list, unit: str) -> None:
     """Every implementation timed (fastpw and each peer, each layout): the median rate
     and the interquartile range of its rounds, then why a peer did not run a layer."""
-    keys = list(dict.fromkeys(key for row in rows for key in row["rates"]))
+    appearance = list(dict.fromkeys(key for row in rows for key in row["rates"]))
+    layouts = list(dict.fromkeys(key.rsplit("_", 1)[1] for key in appearance))
+    # By layout, fastpw first, then the peers in the order they were timed.
+    keys = sorted(
+        appearance,
+        key=lambda key: (
+            layouts.index(key.rsplit("_", 1)[1]),
+            not key.startswith("fastpw_"),
+            appearance.index(key),
+        ),
+    )
 
     def rate(row: dict, key: str) -> str | None:
         if key not in row["rates"]:
@@ -795,7 +832,7 @@ def benchmark_int8_shape(
         inputs = make_int8_inputs(shape, layout)
         expected = _from_nchw(_int8_reference(make_int8_inputs(shape, "NCHW")), layout)
         layer = quantized_layer(inputs)
-        out = empty_output(inputs.x, shape.c_out, layout, np.uint8)
+        out = empty_output(inputs.x, shape.c_out, layout, np.uint8, shape.stride)
         timed[f"fastpw_{layout}"] = functools.partial(layer, inputs.x, out=out, num_threads=threads)
         timed[f"fastpw_{layout}"]()  # correctness, outside the timing
         if not np.array_equal(out, expected):
@@ -924,8 +961,12 @@ def main(argv=None) -> int:
     threads = args.threads or int(fastpw.max_threads())
     if not args.threads and threadpoolctl is not None:
         threads = max(1, min(threads, idle_cores))
-    layouts = ("NCHW", "NHWC") if args.layout == "both" else (args.layout,)
-    shapes = [s for s in STANDARD_SHAPES if args.shapes.lower() in s.name.lower()]
+    layouts = ("NCHW", "NHWC") if args.layout == "BOTH" else (args.layout,)
+    standard = [s for s in STANDARD_SHAPES if args.shapes.lower() in s.name.lower()]
+    if args.shape:  # the user's own layers; standard ones only where --shapes asks
+        shapes = (standard if args.shapes else []) + args.shape
+    else:
+        shapes = standard
     names = [shape.name for shape in shapes]
     if not shapes:
         every = "\n  ".join(shape.name for shape in STANDARD_SHAPES)

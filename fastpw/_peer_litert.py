@@ -185,9 +185,7 @@ def xnnpack_conv(
     return _delegated_call(model, np.ascontiguousarray(x), threads)
 
 
-def xnnpack_qconv(
-    inputs: Int8Inputs, threads: int, *, stride: int = 1
-) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+def xnnpack_qconv(inputs: Int8Inputs, threads: int) -> tuple[Callable[[], np.ndarray], np.ndarray]:
     """XNNPACK's int8 1x1 convolution on ``inputs`` (fastpw's ``QConv1x1`` operands):
     returns ``(call, out)`` with ``out`` uint8 NHWC.
 
@@ -212,7 +210,7 @@ def xnnpack_qconv(
         "b": (np.float32(x_scale) * w_scale, np.zeros(k, np.int64)),
         "y": (y_scale, y_zero_point - UINT8_TO_INT8),
     }
-    model = _conv_model(x_int8.shape, inputs.weight, inputs.bias, stride, quantization)
+    model = _conv_model(x_int8.shape, inputs.weight, inputs.bias, inputs.stride, quantization)
     run, _ = _delegated_call(model, np.ascontiguousarray(x_int8), threads)
 
     def call() -> np.ndarray:

@@ -38,7 +38,7 @@ from .shapes import Int8Inputs, empty_output
 
 
 def numpy_baseline(
-    x: np.ndarray, weight: np.ndarray, layout: str = "NCHW"
+    x: np.ndarray, weight: np.ndarray, layout: str = "NCHW", stride: int = 1, groups: int = 1
 ) -> tuple[Callable[[], np.ndarray], np.ndarray]:
     """The numpy GEMM that fastpw is compared with: returns ``(call, out)``.
 
@@ -47,19 +47,32 @@ def numpy_baseline(
     preallocated ``out`` (same layout as fastpw's output) and returns it. It adds no
     bias, although the fastpw layers it is compared with do (fused, at no extra pass):
     the baseline is the bare GEMM, the strictest comparison. Batch 1 only.
+
+    A ``stride`` other than 1 subsamples x inside ``call()`` (a copy of the pixels the
+    layer reads: numpy's matmul takes no strided pixel grid); ``groups`` other than 1
+    is refused (ValueError): one GEMM per group is not how a numpy user would write it.
     """
     if x.shape[0] != 1:
         raise ValueError("the numpy baseline handles batch 1 only")
-    out = empty_output(x, weight.shape[0], layout)
+    if groups != 1:
+        raise ValueError("the numpy baseline is one GEMM: groups must be 1")
+    out = empty_output(x, weight.shape[0], layout, stride=stride)
     if layout == "NCHW":
-        operands = (weight, x.reshape(x.shape[1], -1))
         out_2d = out.reshape(weight.shape[0], -1)  # (K, HW), a view of out
+
+        def operands() -> tuple[np.ndarray, np.ndarray]:
+            pixels = x[0] if stride == 1 else x[0, :, ::stride, ::stride]
+            return weight, pixels.reshape(x.shape[1], -1)
     else:
-        operands = (x.reshape(-1, x.shape[3]), np.ascontiguousarray(weight.T))
+        weight_t = np.ascontiguousarray(weight.T)
         out_2d = out.reshape(-1, weight.shape[0])  # (HW, K), a view of out
 
+        def operands() -> tuple[np.ndarray, np.ndarray]:
+            pixels = x[0] if stride == 1 else x[0, ::stride, ::stride]
+            return pixels.reshape(-1, x.shape[3]), weight_t
+
     def call() -> np.ndarray:
-        np.matmul(*operands, out=out_2d)
+        np.matmul(*operands(), out=out_2d)
         return out
 
     return call, out
@@ -141,7 +154,7 @@ def _qlinearconv_call(
     x = inputs.x_nchw
     if channels_last:
         x = inputs.x if inputs.layout == "NHWC" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    k, c = inputs.weight.shape
+    k, c = inputs.weight.shape  # c: C/groups
     x_scale, x_zero_point = inputs.x_quant
     w_scale, _ = inputs.w_quant
     y_scale, y_zero_point = inputs.y_quant
@@ -162,11 +175,13 @@ def _qlinearconv_call(
         + ["y_scale", "y_zero_point", "bias"],
         ["y"],
         kernel_shape=[1, 1],
+        strides=[inputs.stride, inputs.stride],
+        group=inputs.groups,
         domain="com.microsoft" if channels_last else None,
     )
     if channels_last:
         node.attribute.append(helper.make_attribute("channels_last", 1))
-    out = empty_output(x, k, layout, x.dtype)
+    out = empty_output(x, k, layout, x.dtype, inputs.stride)
     elem_type = TensorProto.UINT8 if x.dtype == np.uint8 else TensorProto.INT8
     session = _onnxruntime_session(
         [node],
@@ -214,7 +229,13 @@ def onnxruntime_qlinearconv_nhwc(
 
 
 def onnxruntime_conv(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, threads: int, layout: str = "NCHW"
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    threads: int,
+    layout: str = "NCHW",
+    stride: int = 1,
+    groups: int = 1,
 ) -> tuple[Callable[[], np.ndarray], np.ndarray]:
     """ONNX Runtime's float32 Conv (1x1, with bias) on ``x``: returns ``(call, out)``.
 
@@ -232,10 +253,13 @@ def onnxruntime_conv(
 
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    k, c = weight.shape
-    out = empty_output(x, k, layout)
+    k, c = weight.shape  # c: C/groups
+    out = empty_output(x, k, layout, stride=stride)
     conv_io = (["x", "w", "b"], ["y"]) if layout == "NCHW" else (["x_nchw", "w", "b"], ["y_nchw"])
-    nodes = [helper.make_node("Conv", *conv_io, kernel_shape=[1, 1])]
+    conv = helper.make_node(
+        "Conv", *conv_io, kernel_shape=[1, 1], strides=[stride, stride], group=groups
+    )
+    nodes = [conv]
     if layout == "NHWC":
         nodes.insert(0, helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]))
         nodes.append(helper.make_node("Transpose", ["y_nchw"], ["y"], perm=[0, 2, 3, 1]))
@@ -293,7 +317,13 @@ def _torch_threads(threads: int) -> None:
 
 
 def torch_conv2d(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, threads: int, layout: str = "NCHW"
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    threads: int,
+    layout: str = "NCHW",
+    stride: int = 1,
+    groups: int = 1,
 ) -> tuple[Callable[[], np.ndarray], np.ndarray]:
     """PyTorch's float32 ``conv2d`` (1x1, with bias) on ``x``: returns ``(call, out)``.
 
@@ -320,18 +350,21 @@ def torch_conv2d(
     def call() -> np.ndarray:
         _torch_threads(threads)
         with torch.inference_mode():
-            y = conv2d(x_t, w_t, b_t)
+            y = conv2d(x_t, w_t, b_t, stride, 0, 1, groups)
         result: np.ndarray = (y if layout == "NCHW" else y.permute(0, 2, 3, 1)).numpy()
         return result
 
     call.keepalive = (x, weight, bias)  # type: ignore[attr-defined]
-    call.backend = torch_conv_backend(x_t, w_t, b_t, threads)  # type: ignore[attr-defined]
+    backend = torch_conv_backend(x_t, w_t, b_t, threads, stride, groups)
+    call.backend = backend  # type: ignore[attr-defined]
     return call, call()
 
 
-def torch_conv_backend(x_t: Any, w_t: Any, b_t: Any, threads: int) -> str:
+def torch_conv_backend(
+    x_t: Any, w_t: Any, b_t: Any, threads: int, stride: int = 1, groups: int = 1
+) -> str:
     """Which of ATen's convolution backends torch picks for these tensors on
-    ``threads`` threads (1x1, stride 1, no padding), e.g. "Mkldnn" (oneDNN: see
+    ``threads`` threads (1x1, no padding), e.g. "Mkldnn" (oneDNN: see
     ``onednn_kernels``) or "Slow2d" (a GEMM): torch's choice depends on the thread
     count. "unknown" where this torch lacks the private helper that tells."""
     import torch  # type: ignore[import-not-found, unused-ignore]
@@ -341,7 +374,8 @@ def torch_conv_backend(x_t: Any, w_t: Any, b_t: Any, threads: int) -> str:
         return "unknown"
     _torch_threads(threads)
     with torch.inference_mode():
-        backend = select(x_t, w_t, b_t, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, None)
+        strides = [stride, stride]
+        backend = select(x_t, w_t, b_t, strides, [0, 0], [1, 1], False, [0, 0], groups, None)
     return str(backend).rsplit(".", 1)[-1]
 
 
@@ -383,7 +417,9 @@ def torch_qconv2d(
             0,
         )
     bias = torch.from_numpy(inputs.bias.astype(np.float64) * x_scale * w_scale.numpy())
-    module = nnq.Conv2d(c, k, 1)  # type: ignore[no-untyped-call, unused-ignore]
+    module = nnq.Conv2d(  # type: ignore[no-untyped-call, unused-ignore]
+        c * inputs.groups, k, 1, stride=inputs.stride, groups=inputs.groups
+    )
     module.set_weight_bias(weight, bias.float())
     module.scale, module.zero_point = float(y_scale), int(y_zero_point)
     x_t = torch.from_numpy(inputs.x)
@@ -444,7 +480,13 @@ def onednn_kernels(call: Callable[[], object]) -> str | None:
 
 
 def float32_errors(
-    result: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, layout: str
+    result: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    layout: str,
+    stride: int = 1,
+    groups: int = 1,
 ) -> tuple[int, float]:
     """How a float32 peer's ``result`` compares with ``fastpw.testing``'s reference:
     ``(outside, relative)``, the number of entries outside ``conv1x1_tolerance`` (0 for
@@ -452,8 +494,8 @@ def float32_errors(
     ``RELATIVE_TOLERANCE``)."""
     from .testing import conv1x1_reference, conv1x1_tolerance, max_relative_error
 
-    expected = conv1x1_reference(x, weight, bias, layout=layout)
-    tolerance = conv1x1_tolerance(x, weight, bias, layout=layout)
+    expected = conv1x1_reference(x, weight, bias, layout=layout, stride=stride, groups=groups)
+    tolerance = conv1x1_tolerance(x, weight, bias, layout=layout, stride=stride, groups=groups)
     error = np.abs(np.asarray(result, np.float64) - expected)
     return int(np.count_nonzero(~(error <= tolerance))), max_relative_error(result, expected)
 

@@ -34,28 +34,77 @@ LAYOUTS = ("NCHW", "NHWC")
 
 @dataclass(frozen=True)
 class LayerShape:
-    """One 1x1 convolution layer of a real network, batch 1, float32."""
+    """One 1x1 convolution layer, batch 1: C input and K output channels on an H x W
+    input, a square ``stride`` (output ceil(H/stride) x ceil(W/stride), no padding, as
+    ``fastpw.Conv1x1`` computes it) and ``groups`` (C and K both divide by it)."""
 
     network: str
     c_in: int
     c_out: int
     height: int
     width: int
+    stride: int = 1
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        sizes = (self.c_in, self.c_out, self.height, self.width, self.stride, self.groups)
+        if any(not isinstance(size, int) or size < 1 for size in sizes):
+            raise ValueError(f"a layer's sizes, stride and groups are integers >= 1: {self}")
+        if self.c_in % self.groups or self.c_out % self.groups:
+            raise ValueError(
+                f"C={self.c_in} and K={self.c_out} must both divide by groups={self.groups}"
+            )
+
+    @property
+    def out_height(self) -> int:
+        return -(-self.height // self.stride)
+
+    @property
+    def out_width(self) -> int:
+        return -(-self.width // self.stride)
 
     @property
     def flops(self) -> int:
-        """Multiply-adds count twice: 2 * C * K * H * W (batch 1, stride 1)."""
-        return 2 * self.c_in * self.c_out * self.height * self.width
+        """Multiply-adds count twice: 2 * (C/groups) * K * output pixels (batch 1)."""
+        c_per_group = self.c_in // self.groups
+        return 2 * c_per_group * self.c_out * self.out_height * self.out_width
+
+    def _suffix(self, separator: str) -> str:
+        """ " s2" / " g4" for a stride or groups other than 1: standard names stay short."""
+        parts = [f"s{self.stride}"] * (self.stride != 1) + [f"g{self.groups}"] * (self.groups != 1)
+        return "".join(separator + part for part in parts)
 
     @property
     def name(self) -> str:
-        """Human-readable label, e.g. ``"resnet50 1024->256 14x14"``."""
-        return f"{self.network} {self.c_in}->{self.c_out} {self.height}x{self.width}"
+        """Human-readable label, e.g. ``"resnet50 1024->256 14x14"``, with ``" s2"`` and
+        ``" g4"`` appended for a stride or groups other than 1."""
+        name = f"{self.network} {self.c_in}->{self.c_out} {self.height}x{self.width}"
+        return name + self._suffix(" ")
 
     @property
     def slug(self) -> str:
         """The name without spaces, for pytest ids: ``"resnet50-1024to256-14x14"``."""
-        return f"{self.network}-{self.c_in}to{self.c_out}-{self.height}x{self.width}"
+        slug = f"{self.network}-{self.c_in}to{self.c_out}-{self.height}x{self.width}"
+        return slug + self._suffix("-")
+
+    @property
+    def options(self) -> dict[str, int]:
+        """The keyword arguments of ``fastpw.Conv1x1`` (and the references) for the
+        layer's stride and groups."""
+        return {"stride": self.stride, "groups": self.groups}
+
+
+def parse_layer_shape(text: str, network: str = "custom") -> LayerShape:
+    """A layer from ``"C,K,H,W[,stride][,groups]"`` (``python -m fastpw --shape``);
+    ValueError saying what is wrong otherwise."""
+    parts = [part.strip() for part in text.split(",")]
+    if not 4 <= len(parts) <= 6:
+        raise ValueError(f"{text!r}: expected C,K,H,W[,stride][,groups] (4 to 6 integers)")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"{text!r}: C,K,H,W[,stride][,groups] are integers") from None
+    return LayerShape(network, *numbers)
 
 
 def _layers(network: str, *specs: tuple[int, int, int]) -> list[LayerShape]:
@@ -83,29 +132,34 @@ def make_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deterministic ``(x, weight, bias)`` for ``shape``: float32, standard normal.
 
-    ``x`` is (N, C, H, W) for "NCHW" and (N, H, W, C) for "NHWC"; ``weight`` is (K, C)
-    and ``bias`` is (K,). The same seed gives the same numbers on every machine.
+    ``x`` is (N, C, H, W) for "NCHW" and (N, H, W, C) for "NHWC"; ``weight`` is
+    (K, C/groups) and ``bias`` is (K,). The same seed gives the same numbers on every machine.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     rng = np.random.default_rng(seed)
     x_nchw = rng.standard_normal((batch, shape.c_in, shape.height, shape.width), np.float32)
-    weight = rng.standard_normal((shape.c_out, shape.c_in), np.float32)
+    weight = rng.standard_normal((shape.c_out, shape.c_in // shape.groups), np.float32)
     bias = rng.standard_normal(shape.c_out, np.float32)
     x = x_nchw if layout == "NCHW" else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
     return x, weight, bias
 
 
 def empty_output(
-    x: np.ndarray, c_out: int, layout: str = "NCHW", dtype: npt.DTypeLike = np.float32
+    x: np.ndarray,
+    c_out: int,
+    layout: str = "NCHW",
+    dtype: npt.DTypeLike = np.float32,
+    stride: int = 1,
 ) -> np.ndarray:
-    """Uninitialised output (float32 unless ``dtype``) for a stride-1 layer with ``c_out``
-    channels."""
+    """Uninitialised output (float32 unless ``dtype``) of a layer with ``c_out`` channels
+    and a square ``stride`` on ``x``: ceil(H/stride) x ceil(W/stride) pixels."""
     if layout == "NCHW":
         n, _, h, w = x.shape
-        return np.empty((n, c_out, h, w), dtype)
-    n, h, w, _ = x.shape
-    return np.empty((n, h, w, c_out), dtype)
+    else:
+        n, h, w, _ = x.shape
+    h, w = -(-h // stride), -(-w // stride)
+    return np.empty((n, c_out, h, w) if layout == "NCHW" else (n, h, w, c_out), dtype)
 
 
 # ------------------------------------------------------------------------------- int8
@@ -143,17 +197,22 @@ class Int8Inputs:
     w_quant: tuple[np.ndarray, int]
     y_quant: tuple[float, int]
     layout: str
+    stride: int = 1
+    groups: int = 1
 
     @property
     def layer_options(self) -> dict[str, Any]:
         """The keyword arguments of ``fastpw.QConv1x1`` for these operands (quantization,
-        uint8 output, layout); ``fastpw.testing.qconv1x1_reference`` takes the same."""
+        uint8 output, layout, stride, groups); ``fastpw.testing.qconv1x1_reference``
+        takes the same."""
         return dict(
             x_quant=self.x_quant,
             w_quant=self.w_quant,
             y_quant=self.y_quant,
             out_dtype=np.uint8,
             layout=self.layout,
+            stride=self.stride,
+            groups=self.groups,
         )
 
     @property
@@ -181,8 +240,8 @@ def make_int8_inputs(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     rng = np.random.default_rng(seed)
-    c, k = shape.c_in, shape.c_out
-    x_nchw = rng.integers(0, 256, (batch, c, shape.height, shape.width), dtype=np.uint8)
+    c, k = shape.c_in // shape.groups, shape.c_out  # c: the channels each output sums
+    x_nchw = rng.integers(0, 256, (batch, shape.c_in, shape.height, shape.width), dtype=np.uint8)
     weight = rng.integers(-127, 128, (k, c), dtype=np.int8)
     x_scale, x_zero_point = INT8_X_QUANT
     w_scale = (rng.uniform(0.5, 2.0, k) / (127 * math.sqrt(c))).astype(np.float32)
@@ -204,6 +263,8 @@ def make_int8_inputs(
         w_quant=(w_scale, 0),
         y_quant=(y_scale, INT8_Y_ZERO_POINT),
         layout=layout,
+        stride=shape.stride,
+        groups=shape.groups,
     )
 
 

@@ -49,7 +49,12 @@ from fastpw import _peers
 from fastpw.shapes import Int8Inputs, LayerShape, make_inputs, make_int8_inputs
 from fastpw.testing import qconv1x1_accumulators
 
-SHAPES = (LayerShape("square", 64, 96, 9, 7), LayerShape("ragged", 37, 19, 5, 3))
+SHAPES = (
+    LayerShape("square", 64, 96, 9, 7),
+    LayerShape("ragged", 37, 19, 5, 3),
+    # python -m fastpw --shape: a strided, grouped layer (odd H and W: ceil of H/stride)
+    LayerShape("strided-grouped", 48, 64, 9, 7, stride=2, groups=4),
+)
 LAYOUTS = ("NCHW", "NHWC")
 TORCH_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
 
@@ -89,16 +94,27 @@ def _saturated_pairs_reference(inputs: Int8Inputs) -> np.ndarray:
     channels 2i and 2i+1 (a zero channel pads an odd C) are summed and clamped to int16,
     then the pairs, the zero-point term ``-x_zp * sum_c w[k, c]`` and the bias are
     summed exactly and requantized as ``qconv1x1_reference`` does."""
-    x = inputs.x_nchw[0].reshape(inputs.x_nchw.shape[1], -1).astype(np.int64)  # (C, HW)
-    w = inputs.weight.astype(np.int64)  # (K, C)
-    if x.shape[0] % 2:
-        x = np.vstack([x, np.zeros((1, x.shape[1]), np.int64)])
-        w = np.hstack([w, np.zeros((w.shape[0], 1), np.int64)])
-    products = w[:, :, None] * x[None, :, :]  # (K, C, HW)
+    s, groups = inputs.stride, inputs.groups
+    pixels = inputs.x_nchw[0, :, ::s, ::s]
+    out_spatial = pixels.shape[1:]
+    x_all = pixels.reshape(pixels.shape[0], -1).astype(np.int64)  # (C, output pixels)
+    k, c = inputs.weight.shape  # c: C/groups
+    # Each output channel sums the products of its group's channels, in pairs.
+    x = x_all.reshape(groups, c, -1).repeat(k // groups, axis=0)  # (K, C/groups, P)
+    w = inputs.weight.astype(np.int64)[:, :, None]  # (K, C/groups, 1)
+    if c % 2:
+        x = np.concatenate([x, np.zeros_like(x[:, :1])], axis=1)
+        w = np.concatenate([w, np.zeros_like(w[:, :1])], axis=1)
+    products = w * x  # (K, C/groups, P)
     pairs = np.clip(products[:, 0::2] + products[:, 1::2], -(2**15), 2**15 - 1)
     exact = qconv1x1_accumulators(
-        inputs.x_nchw, inputs.weight, inputs.bias, x_zero_point=inputs.x_quant[1]
-    )[0].reshape(w.shape[0], -1)
+        inputs.x_nchw,
+        inputs.weight,
+        inputs.bias,
+        x_zero_point=inputs.x_quant[1],
+        stride=s,
+        groups=groups,
+    )[0].reshape(k, -1)
     # The saturated accumulator is the exact one minus what the clamps took away. That
     # varies per pixel, so it cannot reach qconv1x1_reference as a bias: the float32
     # requantization steps of its formula are repeated here.
@@ -111,7 +127,7 @@ def _saturated_pairs_reference(inputs: Int8Inputs) -> np.ndarray:
     multiplier = (x_scale * w_scale) / y_scale
     value = acc.astype(np.float32) * multiplier[:, None]
     q = np.clip(np.rint(value.astype(np.float64)) + inputs.y_quant[1], 0, 255).astype(np.uint8)
-    y = q.reshape(inputs.x_nchw.shape[:1] + (w.shape[0],) + inputs.x_nchw.shape[2:])
+    y = q.reshape((1, k) + out_spatial)
     return y if inputs.layout == "NCHW" else np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
 
@@ -147,18 +163,35 @@ def test_float32_peer_matches_reference(request, peer, shape, layout):
     request.getfixturevalue(peer)  # skips when the peer is not installed
     x, weight, bias = make_inputs(shape, layout)
     make_peer = _peers.onnxruntime_conv if peer == "onnxruntime" else _peers.torch_conv2d
-    call, out = make_peer(x, weight, bias, 1, layout)
+    call, out = make_peer(x, weight, bias, 1, layout, **shape.options)
     result = call()
     assert result.shape == out.shape == (1,) + _layout_shape(shape, layout)
     assert result.dtype == np.float32
-    outside, relative = _peers.float32_errors(result, x, weight, bias, layout)
+    outside, relative = _peers.float32_errors(result, x, weight, bias, layout, **shape.options)
     assert outside == 0, f"{outside} values outside conv1x1_tolerance (max rel {relative:.2g})"
 
 
 def _layout_shape(shape: LayerShape, layout: str) -> tuple[int, int, int]:
     if layout == "NCHW":
-        return (shape.c_out, shape.height, shape.width)
-    return (shape.height, shape.width, shape.c_out)
+        return (shape.c_out, shape.out_height, shape.out_width)
+    return (shape.out_height, shape.out_width, shape.c_out)
+
+
+@layouts
+@shape_ids
+def test_numpy_baseline_is_the_bare_matmul(shape, layout):
+    """numpy's baseline: the GEMM without the bias, on the strided pixels; a grouped layer
+    is refused (it would be one GEMM per group)."""
+    x, weight, _ = make_inputs(shape, layout)
+    if shape.groups != 1:
+        with pytest.raises(ValueError, match="groups"):
+            _peers.numpy_baseline(x, weight, layout, **shape.options)
+        return
+    call, out = _peers.numpy_baseline(x, weight, layout, **shape.options)
+    assert call() is out and out.shape == (1,) + _layout_shape(shape, layout)
+    bias = np.zeros(shape.c_out, np.float32)
+    outside, relative = _peers.float32_errors(out, x, weight, bias, layout, **shape.options)
+    assert outside == 0, f"{outside} values outside conv1x1_tolerance (max rel {relative:.2g})"
 
 
 def test_onnxruntime_conv_writes_out_in_place(onnxruntime):
@@ -197,7 +230,7 @@ def test_onnxruntime_qlinearconv_layouts_agree(onnxruntime, shape):
     inputs = make_int8_inputs(shape, "NCHW")
     nchw = _peers.onnxruntime_qlinearconv(inputs, 1)[0]()
     nhwc = _peers.onnxruntime_qlinearconv_nhwc(inputs, 1)[0]()
-    assert nhwc.shape == (1, shape.height, shape.width, shape.c_out)
+    assert nhwc.shape == (1, shape.out_height, shape.out_width, shape.c_out)
     np.testing.assert_array_equal(nhwc, nchw.transpose(0, 2, 3, 1))
 
 
