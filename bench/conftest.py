@@ -18,8 +18,6 @@ printed beside pytest-benchmark's own tables of seconds.
 
 from __future__ import annotations
 
-import platform
-
 import pytest
 
 DEFAULT_THREADS = "1,2"
@@ -96,26 +94,15 @@ def pytest_report_header(config):
     ]
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), or what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _fastpw_machine_info(config) -> dict:
     import fastpw
+    from fastpw._timing import cpu_model
 
     return {
         "version": fastpw.__version__,
         "selected_family": fastpw.isa(),
         "kernels": {operation: fastpw.isa(operation) for operation in fastpw.OPERATIONS},
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_features": sorted(name for name, has in fastpw.cpu_features().items() if has),
         "threads": _thread_counts(config),
     }

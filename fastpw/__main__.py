@@ -45,6 +45,7 @@ from fastpw._peer_litert import litert_version, xnnpack_conv, xnnpack_qconv
 from fastpw._peers import (
     Int8Differences,
     float32_errors,
+    implementation_label,
     int8_differences,
     numpy_baseline,
     onednn_kernels,
@@ -57,13 +58,17 @@ from fastpw._peers import (
     torch_quantized_engines,
     torch_version,
 )
+from fastpw._plot import PLOT_INSTALL, draw_report, matplotlib_missing
 from fastpw._timing import (
+    BANDWIDTH_BYTES,
     BLAS_IDLE_SECONDS,
     ORT_IDLE_SECONDS,
     SPREAD_LIMIT,
+    cpu_model,
     gflops,
     machine_load,
     measure_interleaved,
+    memory_bandwidth_gbs,
 )
 from fastpw.shapes import (
     STANDARD_SHAPES,
@@ -151,6 +156,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--json", metavar="FILE", help="also write machine info and all rows as JSON to FILE"
     )
     parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw a roofline per dtype and fastpw's ratio to the best peer per layer "
+        f"to FILE (PNG; needs matplotlib: {PLOT_INSTALL})",
+    )
+    parser.add_argument(
         "--kernels",
         action="store_true",
         help="print the kernel families of this build and what this CPU runs, then exit",
@@ -199,8 +210,10 @@ def machine_info(threads: int, peak_seconds: float) -> dict:
             for pool in threadpoolctl.threadpool_info()
             if pool.get("user_api") == "blas"
         ]
+    bandwidth_threads = threads if fastpw.openmp_enabled() else 1
     return {
         "fastpw_version": fastpw.__version__,
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
@@ -224,6 +237,11 @@ def machine_info(threads: int, peak_seconds: float) -> dict:
             f"register-only loop of the {fastpw.isa('int8')} int8 kernel's multiply-"
             f"accumulate instructions, 1 thread, best of 3 x {peak_seconds / 3:.2g} s, "
             "2 ops per product"
+        ),
+        "memory_bandwidth_gbs": memory_bandwidth_gbs(bandwidth_threads),
+        "memory_bandwidth_method": (
+            f"best of 5 copies of {BANDWIDTH_BYTES // 2**20} MiB on {bandwidth_threads} "
+            "thread(s), read + write bytes"
         ),
         "numpy_blas": blas,
         "cpu_count": os.cpu_count(),
@@ -268,6 +286,7 @@ def kernel_table_lines() -> list[str]:
 def print_machine(info: dict) -> None:
     rows = [
         ("fastpw", info["fastpw_version"]),
+        ("CPU", info["cpu_model"]),
         ("python / numpy", f"{info['python']} / {info['numpy']} ({info['machine']})"),
         ("CPU features", " ".join(info["cpu_features"]) or "(none detected)"),
         ("kernels", f"{info['isa']} (available, best first: {', '.join(info['available_isas'])})"),
@@ -288,6 +307,8 @@ def print_machine(info: dict) -> None:
     else:
         rows.append(("int8 peak", f"{info['int8_peak_gops_1thread']:.1f} GOP/s per thread"))
         rows.append(("", f"({info['int8_peak_method']})"))
+    rows.append(("memory", f"{info['memory_bandwidth_gbs']:.1f} GB/s"))
+    rows.append(("", f"({info['memory_bandwidth_method']})"))
     if info["numpy_blas"]:
         blas = ", ".join(f"{b['internal_api']} {b['version']}" for b in info["numpy_blas"])
         rows.append(("numpy BLAS", blas))
@@ -451,17 +472,6 @@ def record(row: dict, name: str, spread, flops: int, unit: str = "gflops") -> No
         row["unsteady"].append(name)
 
 
-#: How the tables name an implementation: a row's "rates" are keyed
-#: "<implementation>_<LAYOUT>" (torch's quantized engines as "torch-<engine>").
-LABELS = {"onnxruntime": "ORT", "xnnpack": "XNNPACK"}
-
-
-def label(key: str) -> str:
-    """The table label of a rates key: "onnxruntime_NHWC" -> "ORT NHWC"."""
-    name, layout = key.rsplit("_", 1)
-    return f"{LABELS.get(name, name.replace('-', ' '))} {layout}"
-
-
 def peer_versions(dtype: str = "float32") -> str:
     """The peers this report times for ``dtype``, with versions, and how to add the
     missing ones."""
@@ -557,7 +567,7 @@ def print_kernels(rows: list, operation: str) -> None:
         if found:
             counts = {text: found.count(text) for text in dict.fromkeys(found)}
             listed = "; ".join(f"{text} ({count} layers)" for text, count in counts.items())
-            lines.append(f"{label(key)}: {listed}")
+            lines.append(f"{implementation_label(key)}: {listed}")
     if any(key.startswith("xnnpack_") for key in keys):
         lines.append("XNNPACK: picks its kernels by CPUID; LiteRT does not report them")
     print("Kernels each implementation ran, where it can be found:")
@@ -580,13 +590,13 @@ def compare_with_best(row: dict, layouts, peers_of: dict, marked=()) -> None:
         if not peers:
             continue
         best = max(peers, key=rates.__getitem__)
-        row[f"best_{layout}"] = named(best, label(best).rsplit(" ", 1)[0])
+        row[f"best_{layout}"] = named(best, implementation_label(best).rsplit(" ", 1)[0])
         if steady:
             row[f"fastpw_{layout}_vs_best"] = rates[f"fastpw_{layout}"] / rates[best]
     if every_peer:
         best = max(every_peer, key=rates.__getitem__)
         mine = max((f"fastpw_{layout}" for layout in layouts), key=rates.__getitem__)
-        row["best_any"] = named(best, label(best))
+        row["best_any"] = named(best, implementation_label(best))
         if steady:
             row["fastpw_vs_best_any"] = rates[mine] / rates[best]
 
@@ -720,10 +730,10 @@ def print_summary(table: Table, rows: list, ratio_keys) -> None:
 
 
 def print_matrix(rows: list, title: str, keys, cell) -> None:
-    """A table with one column per implementation key (``label(key)`` its header) and
+    """A table with one column per implementation key, headed by its label, and
     ``cell(row, key)`` in it, or "-" where that gives None."""
     width = max(len(label) for label in [row["shape"] for row in rows] + ["shape"])
-    table = Table((), width, columns=[(label(key), key, "{}") for key in keys])
+    table = Table((), width, columns=[(implementation_label(key), key, "{}") for key in keys])
     cells = [{"shape": row["shape"]} | {key: cell(row, key) for key in keys} for row in rows]
     for column, key in enumerate(keys, start=1):
         longest = max(len(shown[key] or "") for shown in cells)
@@ -758,7 +768,7 @@ def print_every_implementation(rows: list, unit: str) -> None:
     print_matrix(rows, title, keys, rate)
     for row in rows:
         for key, why in row.get("absent", {}).items():
-            print(f"  not run: {row['shape']}, {label(key)}: {why}")
+            print(f"  not run: {row['shape']}, {implementation_label(key)}: {why}")
 
 
 # ---------------------------------------------------------------------- int8 benchmark
@@ -952,6 +962,9 @@ def main(argv=None) -> int:
     if args.kernels:
         print("\n".join(kernel_table_lines()))
         return 0
+    if args.plot and matplotlib_missing():
+        print(f"python -m fastpw: error: {matplotlib_missing()}", file=sys.stderr)
+        return 2
     load, cpus = machine_load()
     # By default as many threads as there are idle cores (within fastpw's own cap): a
     # thread that shares its core with another process times that process too. Only
@@ -1034,14 +1047,17 @@ def main(argv=None) -> int:
     else:
         print("\nCorrectness FAILED: benchmark skipped.")
 
+    report = {"machine": info, "correctness": checks, "benchmark": rows}
+    if args.int8:
+        report["int8_benchmark"] = int8_rows
+        report["onnxruntime"] = onnxruntime_version()
     if args.json:
-        report = {"machine": info, "correctness": checks, "benchmark": rows}
-        if args.int8:
-            report["int8_benchmark"] = int8_rows
-            report["onnxruntime"] = onnxruntime_version()
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"\nwrote {args.json}")
+    if args.plot and rows:
+        draw_report(report, args.plot)
+        print(f"wrote {args.plot}")
     return 0 if passed else 1
 
 

@@ -11,7 +11,8 @@
   channels_last) and its quantized Conv2d on one quantized engine, with
   ``torch_version`` to tell first whether torch imports;
 - ``float32_errors`` and ``int8_differences``: how a peer's result compares with
-  ``fastpw.testing``'s reference.
+  ``fastpw.testing``'s reference;
+- ``implementation_label``: how tables and plots name fastpw or a peer in a layout.
 
 Every peer returns ``(call, out)``: its session or module is built here, outside any
 timing, and ``call()`` returns the result as a numpy array in the layout of the inputs.
@@ -76,6 +77,18 @@ def numpy_baseline(
         return out
 
     return call, out
+
+
+#: Short names of the peers in tables and plots.
+LABELS = {"onnxruntime": "ORT", "xnnpack": "XNNPACK"}
+
+
+def implementation_label(key: str) -> str:
+    """How tables and plots name an implementation timed in one layout: the report keys
+    them "<implementation>_<LAYOUT>" (torch's quantized engines "torch-<engine>"), e.g.
+    "onnxruntime_NHWC" -> "ORT NHWC", "torch-fbgemm_NCHW" -> "torch fbgemm NCHW"."""
+    name, layout = key.rsplit("_", 1)
+    return f"{LABELS.get(name, name.replace('-', ' '))} {layout}"
 
 
 def onnxruntime_version() -> str | None:

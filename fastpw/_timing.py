@@ -4,7 +4,9 @@
   its result, and ``gflops`` to turn a time into throughput;
 - ``measure_interleaved``: several implementations timed round by round, ``Spread``
   their samples (min, quartiles, median, max) and whether they agree;
-- ``machine_load``: the load average against the cores, to say a machine is busy;
+- ``machine_load``: the load average against the cores, to say a machine is busy, and
+  ``cpu_model`` the CPU's name;
+- ``memory_bandwidth_gbs``: a copy through memory, the slope of the roofline plot;
 - ``BLAS_IDLE_SECONDS`` and ``ORT_IDLE_SECONDS``: how long the other thread pools in the
   process keep spinning after a call, so that a timing waits them out;
 - ``benchmark_group`` and ``benchmark_info``: the group and ``extra_info`` of a
@@ -160,6 +162,62 @@ def measure_interleaved(
             samples[name].append((clock() - start) / count)
             previous = name
     return {name: Spread(tuple(samples[name]), counts[name]) for name in names}
+
+
+#: Bytes each of the two arrays of ``memory_bandwidth_gbs`` holds: far past any CPU's
+#: last-level cache, so the copy streams from and to memory.
+BANDWIDTH_BYTES: Final = 128 * 2**20
+
+
+def memory_bandwidth_gbs(threads: int, repeats: int = 5) -> float:
+    """Memory bandwidth in GB/s: the best of ``repeats`` copies of a ``BANDWIDTH_BYTES``
+    array into another, split into ``threads`` slices copied on as many Python threads
+    (numpy's copy releases the GIL). Counted as read + write bytes (2 per byte copied),
+    as STREAM's "copy" counts them: the write-allocate read that most CPUs add is not
+    counted, so this is a lower bound of what the memory delivers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    source = np.ones(BANDWIDTH_BYTES, np.uint8)
+    target = np.zeros_like(source)
+    bounds = np.linspace(0, source.size, threads + 1).astype(int)
+    slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def copy(part: slice) -> None:
+        np.copyto(target[part], source[part])
+
+    best = float("inf")
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(copy, slices))
+            best = min(best, time.perf_counter() - start)
+    return 2 * source.nbytes / best / 1e9
+
+
+def cpu_model() -> str:
+    """The CPU's model name from Linux's /proc/cpuinfo, with its family and model
+    numbers where the name alone is vague (a cloud "AMD EPYC"), or what ``platform``
+    knows elsewhere."""
+    import platform
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or fields.get("Model")
+    if not name:
+        return platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def machine_load() -> tuple[float | None, int]:
