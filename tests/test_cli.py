@@ -115,3 +115,4 @@ def test_a_users_layer_end_to_end(tmp_path, capsys):
     if litert_version() is not None:  # XNNPACK requantizes as the formula does
         assert int8_row["differences"]["xnnpack_NHWC"]["by_one"] == 0
         assert int8_row["differences"]["xnnpack_NHWC"]["by_more"] == 0
+        assert int8_row["best_exact"].endswith(("XNNPACK NHWC", "qnnpack NHWC"))
