@@ -448,13 +448,16 @@ class PeakCeiling:
 ROUNDS = {False: 7, True: 3}
 
 
-def timing_settings(threads: int, quick: bool, spinning: list[str], idle: float) -> dict:
-    """measure_interleaved's settings: fewer, shorter rounds with --quick; a wait after
-    the implementations whose thread pools spin (only where there are other threads)."""
+def timing_settings(threads: int, quick: bool, names, idle: float) -> dict:
+    """measure_interleaved's settings: fewer, shorter rounds with --quick; with more than
+    one thread, a wait after each implementation's sample before another's. Every pool
+    spins after a call (OpenBLAS and ONNX Runtime for about 0.1 s, OpenMP, PyTorch's
+    and XNNPACK's briefly): a sample taken then shares the cores with it. One thread
+    leaves the other cores to those pools, so it needs no wait."""
     settings: dict = {"rounds": ROUNDS[quick]}
     if quick:
         settings["target_seconds"] = 0.12
-    settings["idle_after"] = {name: idle for name in spinning} if threads > 1 else {}
+    settings["idle_after"] = {name: idle for name in names} if threads > 1 else {}
     return settings
 
 
@@ -622,9 +625,8 @@ def benchmark_shape(shape: LayerShape, layouts, threads: int, ceiling, quick: bo
         if "torch" in peers:
             row["kernels"][f"torch_{layout}"] = torch_kernels(peers["torch"])
     time.sleep(BLAS_IDLE_SECONDS)  # BLAS threads from earlier numpy work go idle
-    spinning = [name for name in calls if not name.startswith("fastpw_")]
     spreads = measure_interleaved(
-        calls, **timing_settings(threads, quick, spinning, BLAS_IDLE_SECONDS)
+        calls, **timing_settings(threads, quick, calls, BLAS_IDLE_SECONDS)
     )
     for name, spread in spreads.items():
         record(row, name, spread, shape.flops)
@@ -866,9 +868,8 @@ def benchmark_int8_shape(
     row["peers_exact"] = f"{len(row['differences']) - len(inexact)}/{len(row['differences'])}"
 
     time.sleep(INT8_IDLE_SECONDS)  # ONNX Runtime's and BLAS's threads go idle
-    spinning = [name for name in timed if not name.startswith("fastpw_")]
     spreads = measure_interleaved(
-        timed, **timing_settings(threads, quick, spinning, INT8_IDLE_SECONDS)
+        timed, **timing_settings(threads, quick, timed, INT8_IDLE_SECONDS)
     )
     for name, spread in spreads.items():
         record(row, name, spread, shape.flops, unit="gops")

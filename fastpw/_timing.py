@@ -135,7 +135,8 @@ def measure_interleaved(
     fill ``target_seconds / (rounds * len(calls))``. ``idle_after``: seconds to wait
     after a sample of that implementation before another one's (the thread pools of
     BLAS and ONNX Runtime keep spinning after their call: see BLAS_IDLE_SECONDS), so a
-    sample never competes with the previous one's threads. ``clock`` and ``sleep`` are
+    sample never competes with the previous one's threads; after such a wait an untimed
+    sample comes first, as the idle cores wake up and clock up slowly. ``clock`` and ``sleep`` are
     for tests.
     """
     names = list(calls)
@@ -153,9 +154,14 @@ def measure_interleaved(
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             wait = (idle_after or {}).get(previous, 0.0) if previous is not None else 0.0
+            fn, count = calls[name], counts[name]
             if wait and previous != name:
                 sleep(wait)
-            fn, count = calls[name], counts[name]
+                # After the wait the cores were idle: on a virtual machine or a laptop
+                # they wake up slowly and clock up over milliseconds. An untimed
+                # sample brings them back, so the timed one measures the code.
+                for _ in range(count):
+                    fn()
             start = clock()
             for _ in range(count):
                 fn()

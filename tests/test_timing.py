@@ -54,8 +54,8 @@ def test_rounds_rotate_and_samples_are_per_call():
 
 
 def test_idle_wait_only_after_a_spinning_pool_and_before_another_implementation():
-    machine = FakeMachine({"a": 0.01, "b": 0.01})
-    measure_interleaved(
+    machine = FakeMachine({"a": 0.01, "b": 0.02})
+    spreads = measure_interleaved(
         {name: machine.implementation(name) for name in "ab"},
         rounds=3,
         target_seconds=0.06,
@@ -64,9 +64,12 @@ def test_idle_wait_only_after_a_spinning_pool_and_before_another_implementation(
         sleep=machine.sleep,
     )
     # 4 sizing calls (a a b b), then one call per sample: a b | b a | a b. A wait comes
-    # before each sample of a that follows one of b (calls 4 and 7), none after a, none
-    # between two samples of b.
-    assert machine.slept == [(4, 0.25), (7, 0.25)], machine.slept
+    # before each sample of a that follows one of b, none after a, none between two
+    # samples of b; after a wait, an untimed sample of a wakes the cores first.
+    assert machine.log == list("aabb" + "aab" + "baa" + "ab"), machine.log
+    assert machine.slept == [(4, 0.25), (8, 0.25)], machine.slept
+    assert spreads["a"].samples == pytest.approx((0.01,) * 3)  # the untimed ones are not in
+    assert spreads["b"].samples == pytest.approx((0.02,) * 3)
 
 
 def test_a_busy_spell_makes_the_row_unsteady():
