@@ -73,6 +73,12 @@ def measure(fn: Callable[[], object], *, target_seconds: float = 0.15, samples: 
     return Timing(min(per_call), statistics.median(per_call), calls, samples)
 
 
+#: How long measure_interleaved keeps an implementation busy, untimed, after an idle
+#: wait: on the 2-vCPU development virtual machine, samples of a few milliseconds taken
+#: right after 0.25 s of idle cores ran 2-100x slow until about 20-50 ms of work had
+#: passed.
+WAKE_SECONDS: Final = 0.05
+
 #: A row whose samples spread wider than this (interquartile range over the median) is
 #: not steady: something else took the cores during some rounds, and a ratio taken from
 #: it would say more about the machine than about the code.
@@ -135,8 +141,9 @@ def measure_interleaved(
     fill ``target_seconds / (rounds * len(calls))``. ``idle_after``: seconds to wait
     after a sample of that implementation before another one's (the thread pools of
     BLAS and ONNX Runtime keep spinning after their call: see BLAS_IDLE_SECONDS), so a
-    sample never competes with the previous one's threads; after such a wait an untimed
-    sample comes first, as the idle cores wake up and clock up slowly. ``clock`` and ``sleep`` are
+    sample never competes with the previous one's threads; after such a wait the
+    implementation runs untimed for at least a sample and ``WAKE_SECONDS``, as the idle
+    cores wake up and clock up slowly. ``clock`` and ``sleep`` are
     for tests.
     """
     names = list(calls)
@@ -158,9 +165,13 @@ def measure_interleaved(
             if wait and previous != name:
                 sleep(wait)
                 # After the wait the cores were idle: on a virtual machine or a laptop
-                # they wake up slowly and clock up over milliseconds. An untimed
-                # sample brings them back, so the timed one measures the code.
+                # they wake up slowly and clock up over milliseconds. Untimed calls
+                # for WAKE_SECONDS (and at least one sample's worth) bring them back,
+                # so the timed sample measures the code.
+                woken = clock() + WAKE_SECONDS
                 for _ in range(count):
+                    fn()
+                while clock() < woken:
                     fn()
             start = clock()
             for _ in range(count):

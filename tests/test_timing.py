@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from fastpw import _timing
 from fastpw._timing import SPREAD_LIMIT, Spread, measure_interleaved
 
 
@@ -53,7 +54,8 @@ def test_rounds_rotate_and_samples_are_per_call():
     assert spreads["a"].steady and spreads["a"].relative_spread == 0
 
 
-def test_idle_wait_only_after_a_spinning_pool_and_before_another_implementation():
+def test_idle_wait_only_after_a_spinning_pool_and_before_another_implementation(monkeypatch):
+    monkeypatch.setattr(_timing, "WAKE_SECONDS", 0.035)
     machine = FakeMachine({"a": 0.01, "b": 0.02})
     spreads = measure_interleaved(
         {name: machine.implementation(name) for name in "ab"},
@@ -65,9 +67,11 @@ def test_idle_wait_only_after_a_spinning_pool_and_before_another_implementation(
     )
     # 4 sizing calls (a a b b), then one call per sample: a b | b a | a b. A wait comes
     # before each sample of a that follows one of b, none after a, none between two
-    # samples of b; after a wait, an untimed sample of a wakes the cores first.
-    assert machine.log == list("aabb" + "aab" + "baa" + "ab"), machine.log
-    assert machine.slept == [(4, 0.25), (8, 0.25)], machine.slept
+    # samples of b; after a wait, untimed calls of a for WAKE_SECONDS (0.035 s: 4 calls)
+    # wake the cores first.
+    wake = "aaaa"
+    assert machine.log == list("aabb" + wake + "ab" + "b" + wake + "a" + "ab"), machine.log
+    assert machine.slept == [(4, 0.25), (11, 0.25)], machine.slept
     assert spreads["a"].samples == pytest.approx((0.01,) * 3)  # the untimed ones are not in
     assert spreads["b"].samples == pytest.approx((0.02,) * 3)
 
