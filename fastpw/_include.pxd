@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The C headers under include/fastpw as the tile loop (_kernels.pyx) sees them: the
 microkernel contract (fastpw.h), the family table (dispatch.h), CPU features (cpu.h),
-the activation packers (q8/pack.h) and the thread helpers (threads.h). Declarations
+the activation packers (f32/pack.h, q8/pack.h) and the thread helpers (threads.h). Declarations
 only; the logic is in _kernels.pyx."""
 
 from libc.stdint cimport int16_t, int32_t, uint8_t
@@ -71,6 +71,8 @@ cdef extern from "fastpw/dispatch.h" nogil:
         FPW_Q8_OUT_S8
         FPW_Q8_OUT_S32
         FPW_Q8_OUT_F32
+    void fpw_f32_pack_nchw_panels(const float *x, ptrdiff_t x_cs, size_t channels,
+                                  size_t p_begin, size_t p_end, size_t width, float *out)
     void fpw_q8_pack_pair16_nchw(const uint8_t *x, ptrdiff_t x_cs, int x_signed, size_t channels,
                                  size_t pixels, size_t p_begin, size_t p_end, int16_t *out)
     void fpw_q8_pack_pair16_nhwc(const uint8_t *x, ptrdiff_t x_ps, int x_signed, size_t channels,

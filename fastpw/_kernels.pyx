@@ -11,11 +11,14 @@ identical results for any thread count.
 
 Three orientations map a layer onto the microkernel contract (include/fastpw/fastpw.h):
 
-  NCHW direct      rows = output channels (A = weight panels), cols = pixels (B = x rows)
-  NCHW transposed  rows = pixels (A = x read down a channel), cols = output channels
-                   (B = transposed weight panels), stored transposed; used when the
-                   pixel count wastes many vector lanes (7x7 = 49 pixels, say)
-  NHWC             rows = pixels (A = x rows), cols = output channels (B = weight panels)
+  NCHW direct      rows = output channels (A = weight panels), cols = pixels (B = x's
+                   pixels, packed per block into panels of NR)
+  NCHW transposed  rows = pixels (A = x's pixels, packed per block into panels of MR),
+                   cols = output channels (B = transposed weight panels), stored
+                   transposed; used when the pixel count wastes many vector lanes
+                   (7x7 = 49 pixels, say)
+  NHWC             rows = pixels (A = x rows, read in place), cols = output channels
+                   (B = weight panels)
 """
 
 from cython.parallel cimport parallel, prange
@@ -320,13 +323,22 @@ cdef struct Pack:
     bint flip  # DOT4: XOR every byte with 0x80 (see _dot4_shift)
     int fmt
     int64_t Cg
+    # float32 NCHW (pixels on B's columns): panels of this many pixels, read as the
+    # weight panels are (f32/pack.h); 0 for the int8 formats. Strides are in floats.
+    int64_t f32_panel_width
 
 
 cdef void _pack_pixels(const Pack *p, int64_t batch, int64_t group, int64_t begin,
                        int64_t end, uint8_t *out) noexcept nogil:
     """Pack pixels [begin, end) of one (batch, group) into `out`. NCHW formats give a
     pixel stride of 4 bytes and a channel-group stride of (end - begin) * 4; NHWC gives
-    rows of (Cg + 1) // 2 int16 pairs."""
+    rows of (Cg + 1) // 2 int16 pairs; float32 gives f32_panel_width-pixel panels."""
+    cdef const float *xf
+    if p.f32_panel_width:
+        xf = <const float *>p.x + batch * p.x_bs + group * p.Cg * p.x_cs
+        fpw_f32_pack_nchw_panels(xf, p.x_cs, p.Cg, begin, end, p.f32_panel_width,
+                                 <float *>out)
+        return
     cdef const uint8_t *x = p.x + batch * p.x_bs + group * p.Cg * (1 if p.nhwc else p.x_cs)
     cdef int64_t width = end - begin
     if p.nhwc:
@@ -362,6 +374,10 @@ cdef struct Gemm:
     int64_t batches, groups
     int64_t MR, NR
     int64_t mb, nb, m_blocks, n_blocks
+    # Tile order within a block. Columns inner (rows_outer) keeps one row tile of A in
+    # L1 while B's panels pass, and writes C's rows whole; rows inner keeps one panel of
+    # B in L1 while A's block streams from L2 (the order for long reductions).
+    bint rows_outer
     # Rows of A (a_cs == one element) whose stride is a multiple of 4 KiB all fall into
     # one L1 set: a tile's MR rows then evict each other. restride_a copies each block's
     # rows to a per-thread buffer with a stride one cache line longer, at memcpy speed.
@@ -411,6 +427,8 @@ cdef enum:
     # every thread count. int8 never splits: its epilogue requantizes, and its groups of
     # 4 channels pack 4 times more reduction into the same bytes.
     KC_BLOCK = 512
+    # float32 weights up to this size are walked in row-tile order (see F32Plan.run).
+    L1_WEIGHT_BYTES = 32768
 
 
 # How often the calling thread looks for a pending signal (Ctrl-C) during a call: taking
@@ -528,11 +546,13 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
         if g.pack_on_columns:
             b = rows + 64
             b_first_column = j_begin
-            b_rs = (j_end - j_begin) * 4  # channel-group stride of the packed columns
+            # The stride between channels (groups) of the packed columns: within a panel
+            # for float32, across the block for int8.
+            b_rs = g.NR * 4 if g.f32_kernel != NULL else (j_end - j_begin) * 4
         else:
             a = rows + 64
             a_first_row = i_begin
-            if not g.pack.nhwc:
+            if not g.pack.nhwc and not g.pack.f32_panel_width:
                 a_cs = (i_end - i_begin) * 4  # channel-group stride of the packed rows
 
     cdef fpw_f32_tile ft
@@ -565,43 +585,59 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
         qt.hi = g.hi
         qt.zero_point = g.zero_point
 
-    cdef int64_t k0 = 0, k_len
+    cdef int64_t k0 = 0, k_len, row_tile, column_tile
+    cdef const char *a_block
+    cdef const char *b_block
+    cdef int64_t row_tiles = (i_end - i_begin + g.MR - 1) // g.MR
+    cdef int64_t column_tiles = (j_end - j_begin + g.NR - 1) // g.NR
     while True:
         # One block of the reduction over every tile of this output block.
         k_len = g.K - k0 if g.kc_block == 0 else min(g.kc_block, g.K - k0)
         ft.kc = qt.kc = k_len
         ft.accumulate = k0 > 0
         ft.finish = k0 + k_len >= g.K
-        j0 = j_begin
-        while j0 < j_end:
+        # The block's first tiles of A and B (i_begin - a_first_row and j_begin -
+        # b_first_column are whole tiles); tiles are counted, not divided out, as this
+        # loop runs once per few hundred cycles of kernel work on short reductions.
+        a_block = a + ((i_begin - a_first_row) // g.MR) * a_ts + k0 * a_cs
+        b_block = b + ((j_begin - b_first_column) // g.NR) * g.b_ts + k0 * b_rs
+        row_tile = column_tile = 0
+        for _ in range(row_tiles * column_tiles):
+            i0 = i_begin + row_tile * g.MR
+            j0 = j_begin + column_tile * g.NR
+            mr = min(g.MR, i_end - i0)
             nr = min(g.NR, j_end - j0)
-            i0 = i_begin
-            while i0 < i_end:
-                mr = min(g.MR, i_end - i0)
-                at = i0 if g.bias_on_rows else j0  # index of this tile's first bias/scale
-                if g.f32_kernel != NULL:
-                    ft.mr = mr
-                    ft.nr = nr
-                    ft.a = <const float *>(a + ((i0 - a_first_row) // g.MR) * a_ts
-                                           + k0 * g.a_cs)
-                    ft.b = <const float *>(b + (j0 // g.NR) * g.b_ts + k0 * b_rs)
-                    ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
-                    # A typed NULL: with a bare one Cython drops the const from the
-                    # conditional's C temporary (-Wdiscarded-qualifiers).
-                    ft.bias = <const float *>NULL if bias == NULL else <const float *>bias + at
-                    g.f32_kernel(&ft)
-                else:
-                    qt.mr = mr
-                    qt.nr = nr
-                    qt.a = <const uint8_t *>(a + ((i0 - a_first_row) // g.MR) * a_ts)
-                    qt.b = <const uint8_t *>(b + ((j0 - b_first_column) // g.NR) * g.b_ts)
-                    qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
-                    qt.bias = (<const int32_t *>NULL if bias == NULL
-                               else <const int32_t *>bias + at)
-                    qt.scale = <const float *>NULL if scale == NULL else scale + at
-                    g.q8_kernel(&qt)
-                i0 += g.MR
-            j0 += g.NR
+            at = i0 if g.bias_on_rows else j0  # index of this tile's first bias/scale
+            if g.f32_kernel != NULL:
+                ft.mr = mr
+                ft.nr = nr
+                ft.a = <const float *>(a_block + row_tile * a_ts)
+                ft.b = <const float *>(b_block + column_tile * g.b_ts)
+                ft.c = <float *>(c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem)
+                # A typed NULL: with a bare one Cython drops the const from the
+                # conditional's C temporary (-Wdiscarded-qualifiers).
+                ft.bias = <const float *>NULL if bias == NULL else <const float *>bias + at
+                g.f32_kernel(&ft)
+            else:
+                qt.mr = mr
+                qt.nr = nr
+                qt.a = <const uint8_t *>(a_block + row_tile * a_ts)
+                qt.b = <const uint8_t *>(b_block + column_tile * g.b_ts)
+                qt.c = c + (i0 * g.c_rs + j0 * g.c_cs) * g.c_elem
+                qt.bias = (<const int32_t *>NULL if bias == NULL
+                           else <const int32_t *>bias + at)
+                qt.scale = <const float *>NULL if scale == NULL else scale + at
+                g.q8_kernel(&qt)
+            if g.rows_outer:
+                column_tile += 1
+                if column_tile == column_tiles:
+                    column_tile = 0
+                    row_tile += 1
+            else:
+                row_tile += 1
+                if row_tile == row_tiles:
+                    row_tile = 0
+                    column_tile += 1
         k0 += k_len
         if k0 >= g.K:
             break
@@ -1023,6 +1059,11 @@ cdef class F32Plan:
         g.f32_kernel = fam.gemm
         g.q8_kernel = NULL
         g.kc_block = 0
+        # Weights that fit L1 stay there whichever tile runs: walking the columns of one
+        # row tile then writes C in long runs (NCHW: a few planes at a time, not all K),
+        # worth 5-15% on short reductions (16->96 112x112). Larger weights keep the
+        # GotoBLAS order: one panel of B in L1 while A's block streams from L2.
+        g.rows_outer = 4 * Kg * Cg <= L1_WEIGHT_BYTES
         g.scale = NULL
         g.c_elem = 4
         g.clamp = self.clamp
@@ -1047,24 +1088,36 @@ cdef class F32Plan:
         if keep_alive is None:
             keep_alive = self.weight
         _orient(&g, orientation, &call, Kg, Cg, _data(keep_alive))
-        # The activations, read in place (element strides times 4 bytes).
+        # NCHW pixels are packed block by block into panels (see f32/pack.h for why):
+        # of NR pixels as B's columns, or of MR pixels as A's rows when transposed.
+        cdef Pack pack
+        pack.x = <const uint8_t *>cnp.PyArray_DATA(xa)
+        pack.x_bs, pack.x_cs, pack.Cg = x_bs, x_cs, Cg
+        pack.nhwc = False
         if orientation == CHANNEL_ROWS:
-            # Columns are pixels read straight from x.
-            g.b = _data(xa)
-            g.b_rs, g.b_ts, g.b_bs, g.b_gs = 4 * x_cs, 4 * fam.nr, 4 * x_bs, 4 * Cg * x_cs
-            g.b_padded = 0
+            # b and b_rs are set per block.
+            pack.f32_panel_width = fam.nr
+            g.pack = &pack
+            g.pack_on_columns = True
+            g.b = NULL
+            g.b_rs, g.b_ts, g.b_bs, g.b_gs = 0, 4 * fam.nr * Cg, 0, 0
+            g.b_padded = 1
             if keep_alive is self.weight:
                 g.a_rs, g.a_cs, g.a_ts, g.a_gs = 4 * Cg, 4, 4 * fam.mr * Cg, 4 * Kg * Cg
-        else:
-            # Rows are pixels: NHWC pixel rows, or NCHW read down each channel.
+        elif self.nhwc:
+            # Rows are NHWC pixel rows read in place (element strides times 4 bytes).
             g.a = _data(xa)
             g.a_bs = 4 * x_bs
-            if self.nhwc:
-                g.a_rs, g.a_cs, g.a_gs = 4 * x_ps, 4, 4 * Cg
-                g.restride_a = (x_ps * 4) % 4096 == 0
-            else:
-                g.a_rs, g.a_cs, g.a_gs = 4, 4 * x_cs, 4 * Cg * x_cs
+            g.a_rs, g.a_cs, g.a_gs = 4 * x_ps, 4, 4 * Cg
+            g.restride_a = (x_ps * 4) % 4096 == 0
             g.a_ts = fam.mr * g.a_rs
+        else:
+            # Rows are NCHW pixels in panels of MR (a is set per block).
+            pack.f32_panel_width = fam.mr
+            g.pack = &pack
+            g.pack_on_columns = False
+            g.a = NULL
+            g.a_rs, g.a_cs, g.a_ts, g.a_bs, g.a_gs = 4, 4 * fam.mr, 4 * fam.mr * Cg, 0, 0
         if g.c_cs == 1 and Cg > KC_BLOCK:  # transposed stores cannot reload partial sums
             g.kc_block = KC_BLOCK
         g.row_bytes = 4 * Cg
@@ -1206,6 +1259,7 @@ cdef class Q8Plan:
         g.f32_kernel = NULL
         g.q8_kernel = fam.gemm
         g.kc_block = 0
+        g.rows_outer = False
         g.MR, g.NR = MR, NR
         g.batches, g.groups = batches, G
         g.out_type = out_type
@@ -1230,6 +1284,7 @@ cdef class Q8Plan:
         cdef Pack pack
         pack.x, pack.x_bs, pack.x_cs, pack.x_ps = x_data, x_bs, x_cs, x_ps
         pack.x_signed, pack.nhwc, pack.fmt, pack.Cg = x_signed, self.nhwc, fmt, Cg
+        pack.f32_panel_width = 0
         pack.flip = _dot4_shift(fam, x_signed) != 0
         g.pack = NULL if in_place else &pack
         g.pack_on_columns = orientation == CHANNEL_ROWS

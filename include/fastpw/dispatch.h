@@ -20,6 +20,7 @@
 #include "f32/avx2.h"
 #include "f32/avx512.h"
 #include "f32/neon.h"
+#include "f32/pack.h"
 #include "f32/scalar.h"
 #include "fastpw.h"
 #include "neon_common.h"

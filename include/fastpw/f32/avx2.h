@@ -28,17 +28,22 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
     __m256 acc[FPW_AVX2_MR][FPW_AVX2_NV];
     __m256i mask[FPW_AVX2_NV];
     const float* a_row[FPW_AVX2_MR];
-    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(t->nr, v);
+    /* The tile's fields as locals: Python extensions build with -fno-strict-aliasing, so
+     * every store to C would otherwise make the compiler reload them from *t. */
+    float* const c = t->c;
+    const ptrdiff_t c_rs = t->c_rs, c_cs = t->c_cs;
+    const size_t kc = t->kc, nr = t->nr;
+    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx2_lane_mask(nr, v);
     FPW_UNROLL for (int i = 0; i < MR; i++) {
         a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
         FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
-            t->accumulate ? _mm256_maskload_ps(t->c + (ptrdiff_t)i * t->c_rs + 8 * v, mask[v])
+            t->accumulate ? _mm256_maskload_ps(c + (ptrdiff_t)i * c_rs + 8 * v, mask[v])
                           : _mm256_setzero_ps();
     }
     const float* a = t->a;
     const float* b = t->b;
     const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
-    for (size_t k = 0; k < t->kc; k++) {
+    for (size_t k = 0; k < kc; k++) {
         __m256 b_vec[FPW_AVX2_NV];
         FPW_UNROLL for (int v = 0; v < NV; v++) b_vec[v] =
             FULL_LOADS ? _mm256_loadu_ps(b + 8 * v) : _mm256_maskload_ps(b + 8 * v, mask[v]);
@@ -66,10 +71,10 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
                 _mm256_min_ps(hi, _mm256_max_ps(lo, acc[i][v]));
         }
     }
-    if (t->c_cs == 1) {
-        const int full_store = t->nr == (size_t)(8 * NV);
+    if (c_cs == 1) {
+        const int full_store = nr == (size_t)(8 * NV);
         FPW_UNROLL for (int i = 0; i < MR; i++) {
-            float* c_row = t->c + (ptrdiff_t)i * t->c_rs;
+            float* c_row = c + (ptrdiff_t)i * c_rs;
             FPW_UNROLL for (int v = 0; v < NV; v++) {
                 if (full_store)
                     _mm256_storeu_ps(c_row + 8 * v, acc[i][v]);
@@ -86,10 +91,10 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
         FPW_UNROLL for (int i = 0; i < MR; i++) {
             FPW_UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(&tile[i][8 * v], acc[i][v]);
         }
-        const size_t columns = t->nr < (size_t)(8 * NV) ? t->nr : (size_t)(8 * NV);
+        const size_t columns = nr < (size_t)(8 * NV) ? nr : (size_t)(8 * NV);
         for (size_t j = 0; j < columns; j++) {
-            float* c_col = t->c + (ptrdiff_t)j * t->c_cs;
-            for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
+            float* c_col = c + (ptrdiff_t)j * c_cs;
+            for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * c_rs] = tile[i][j];
         }
     }
 }
