@@ -409,7 +409,8 @@ cdef struct Gemm:
 
 cdef enum:
     # Blocks are sized so that one block of A (MB rows x K) stays in a 256 KiB share of
-    # L2 while the tiles of B stream past it.
+    # L2 while the tiles of B stream past it (float32 weights up to this size are
+    # walked in row-tile order instead: see F32Plan.run).
     L2_BLOCK_BYTES = 262144
     # Below this many flops per thread, fork/join costs more than the threads save.
     MIN_FLOPS_PER_THREAD = 200000
@@ -427,8 +428,6 @@ cdef enum:
     # every thread count. int8 never splits: its epilogue requantizes, and its groups of
     # 4 channels pack 4 times more reduction into the same bytes.
     KC_BLOCK = 512
-    # float32 weights up to this size are walked in row-tile order (see F32Plan.run).
-    L1_WEIGHT_BYTES = 32768
 
 
 # How often the calling thread looks for a pending signal (Ctrl-C) during a call: taking
@@ -1059,11 +1058,12 @@ cdef class F32Plan:
         g.f32_kernel = fam.gemm
         g.q8_kernel = NULL
         g.kc_block = 0
-        # Weights that fit L1 stay there whichever tile runs: walking the columns of one
-        # row tile then writes C in long runs (NCHW: a few planes at a time, not all K),
-        # worth 5-15% on short reductions (16->96 112x112). Larger weights keep the
-        # GotoBLAS order: one panel of B in L1 while A's block streams from L2.
-        g.rows_outer = 4 * Kg * Cg <= L1_WEIGHT_BYTES
+        # Weights that fit a share of L2 are read from there by every row tile: walking
+        # the columns of one row tile before the next writes C in long runs (NHWC: whole
+        # rows; NCHW: a few planes at a time, not all K), worth 5-15% on short
+        # reductions and wide outputs (16->96 112x112, 96->384 56x56). Larger weights
+        # keep the GotoBLAS order: one panel of B in L1 while A's block streams from L2.
+        g.rows_outer = 4 * Kg * Cg <= L2_BLOCK_BYTES
         g.scale = NULL
         g.c_elem = 4
         g.clamp = self.clamp
