@@ -7,7 +7,8 @@ correctness check, and no statistics are kept.
 
 ``--fastpw-threads 1,2`` chooses the thread counts every case runs with (default 1,2):
 fastpw's ``num_threads``, numpy's BLAS threads (float32) and ONNX Runtime's
-``intra_op_num_threads`` (int8).
+``intra_op_num_threads`` (int8). ``--fastpw-batch 1,8,32`` chooses the batch sizes every
+layer runs with (default 1).
 
 Regression runs (README, "Benchmarks"): a saved run's ``machine_info["fastpw"]`` records
 fastpw's version, the kernel family each operation ran, the CPU model and the thread
@@ -21,6 +22,7 @@ from __future__ import annotations
 import pytest
 
 DEFAULT_THREADS = "1,2"
+DEFAULT_BATCHES = "1"
 _NEEDS_TIMING = ("benchmark_save", "benchmark_autosave", "benchmark_json", "benchmark_compare")
 
 
@@ -31,21 +33,33 @@ def pytest_addoption(parser):
         metavar="N[,N...]",
         help=f"Comma-separated thread counts for the benchmarks (default {DEFAULT_THREADS}).",
     )
+    parser.addoption(
+        "--fastpw-batch",
+        default=DEFAULT_BATCHES,
+        metavar="N[,N...]",
+        help=f"Comma-separated batch sizes for the benchmarks (default {DEFAULT_BATCHES}).",
+    )
 
 
-def _thread_counts(config) -> list[int]:
-    text = config.getoption("fastpw_threads")
+def _positive_list(config, option: str) -> list[int]:
+    text = config.getoption(option)
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         counts = []
     if not counts or min(counts) < 1:
-        raise pytest.UsageError(f"--fastpw-threads wants positive integers like 1,2; got {text!r}")
+        flag = "--" + option.replace("_", "-")
+        raise pytest.UsageError(f"{flag} wants positive integers like 1,2; got {text!r}")
     return sorted(set(counts))
 
 
+def _thread_counts(config) -> list[int]:
+    return _positive_list(config, "fastpw_threads")
+
+
 def pytest_configure(config):
-    _thread_counts(config)  # fail early on a malformed --fastpw-threads
+    _thread_counts(config)  # fail early on a malformed --fastpw-threads or --fastpw-batch
+    _positive_list(config, "fastpw_batch")
     timed = config.getoption("benchmark_enable", default=False) or config.getoption(
         "benchmark_only", default=False
     )
@@ -70,6 +84,9 @@ def pytest_generate_tests(metafunc):
     if "threads" in metafunc.fixturenames:
         counts = _thread_counts(metafunc.config)
         metafunc.parametrize("threads", counts, ids=[f"{n}t" for n in counts])
+    if "batch" in metafunc.fixturenames:
+        batches = _positive_list(metafunc.config, "fastpw_batch")
+        metafunc.parametrize("batch", batches, ids=[f"b{n}" for n in batches])
 
 
 def pytest_report_header(config):
@@ -105,6 +122,7 @@ def _fastpw_machine_info(config) -> dict:
         "cpu_model": cpu_model(),
         "cpu_features": sorted(name for name, has in fastpw.cpu_features().items() if has),
         "threads": _thread_counts(config),
+        "batches": _positive_list(config, "fastpw_batch"),
     }
 
 

@@ -1,8 +1,9 @@
 """float32 1x1 convolution benchmarks: fastpw (prepacked ``Conv1x1``) against its peers.
 
 Each case of ``fastpw.shapes.STANDARD_SHAPES`` x layout x implementation x thread count
-is one pytest-benchmark row; rows are grouped by shape and thread count, and
-``extra_info["gflops"]`` holds the throughput from the median round.
+x batch size (``--fastpw-batch``, default 1) is one pytest-benchmark row; rows are
+grouped by shape and thread count, and ``extra_info["gflops"]`` holds the throughput
+from the median round.
 
 The peers (``fastpw._peers``), each on the row's thread count: numpy ``matmul``, the
 same GEMM written the natural way for each layout, with its BLAS limited through
@@ -86,7 +87,8 @@ def _fastpw_call(x, weight, bias, layout, threads):
     ("layout", "implementation"), ROWS, ids=[f"{lay}-{impl}" for lay, impl in ROWS]
 )
 @pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda shape: shape.slug)
-def test_conv1x1_f32(benchmark, shape, layout, implementation, threads):
+def test_conv1x1_f32(benchmark, shape, layout, implementation, threads, batch):
+    shape = shape.with_batch(batch)
     x, weight, bias, reference, reference_without_bias = _case_data(shape, layout)
     limits = None
     if implementation == "fastpw":

@@ -1,7 +1,7 @@
 """int8 1x1 convolution benchmarks: fastpw (prepacked ``QConv1x1``) against its 8-bit peers.
 
-Each case of ``fastpw.shapes.STANDARD_SHAPES`` x row x thread count is one
-pytest-benchmark row. The rows of a shape are:
+Each case of ``fastpw.shapes.STANDARD_SHAPES`` x row x thread count x batch size
+(``--fastpw-batch``) is one pytest-benchmark row. The rows of a shape are:
 
 - ``NCHW-fastpw`` and ``NHWC-fastpw``: ``fastpw.QConv1x1`` (weights packed once, untimed)
   on uint8 x, int8 per-channel weights and an int32 bias, uint8 output;
@@ -175,7 +175,8 @@ def _check_peer(implementation, result, formula, extra_info):
     ("layout", "implementation"), ROWS, ids=[f"{lay}-{impl}" for lay, impl in ROWS]
 )
 @pytest.mark.parametrize("shape", STANDARD_SHAPES, ids=lambda shape: shape.slug)
-def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads):
+def test_qconv1x1_int8(benchmark, shape, layout, implementation, threads, batch):
+    shape = shape.with_batch(batch)
     if implementation == "fastpw":
         call, out = _fastpw_call(_inputs(shape, layout), threads)
         call()  # correctness, once, outside the timed part

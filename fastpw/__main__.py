@@ -109,9 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m fastpw",
         description=(
             "Report fastpw's kernel selection, check its results against float64 numpy, "
-            "and benchmark float32 1x1 convolutions of MobileNetV2, ResNet-50 and "
-            "SqueezeNet (batch 1) against numpy matmul, then the same layers in int8 "
-            "against ONNX Runtime's QLinearConv. Exit status 1 if a check fails."
+            "and benchmark float32 1x1 convolutions of MobileNetV2, ResNet-50, "
+            "SqueezeNet and ConvNeXt-T (batch 1 unless --batch) against numpy, ONNX "
+            "Runtime, PyTorch and XNNPACK, then the same layers in int8. Exit status 1 "
+            "if a check fails."
         ),
     )
     parser.add_argument(
@@ -146,6 +147,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "layers. With --shapes, the matching standard layers come first.",
     )
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every layer on N images at once (default 1)",
+    )
+    parser.add_argument(
         "--int8",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -172,6 +180,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
     return args
 
 
@@ -927,14 +937,15 @@ def run_int8(
     )
     print(
         f"Benchmark: int8 (uint8 x, int8 per-channel weights, int32 bias, uint8 output), "
-        f"batch 1, {threads} thread(s), prepacked QConv1x1 (kernels {fastpw.isa('int8')}), "
+        f"batch {shapes[0].batch}, {threads} thread(s), prepacked QConv1x1 "
+        f"(kernels {fastpw.isa('int8')}), "
         f"median of {ROUNDS[quick]} rounds interleaved with the peers: {peer_versions('int8')}. "
         "ONNX Runtime: QLinearConv on NCHW input, com.microsoft QLinearConv with "
         "channels_last=1 on NHWC input; PyTorch: quantized Conv2d on each engine; "
         "XNNPACK: TensorFlow Lite's int8 CONV_2D (NHWC), its output shifted back to uint8."
     )
     print(
-        f"GOP/s = 2*C*K*H*W / time. vs best = fastpw / the fastest peer; vs f32 = fastpw "
+        f"GOP/s = 2*N*C*K*H*W / time. vs best = fastpw / the fastest peer; vs f32 = fastpw "
         f"int8 / fastpw float32 (table above) in the same layout; %peak = fastpw / (int8 "
         f"peak x threads used). {exact}.\n"
     )
@@ -994,6 +1005,7 @@ def main(argv=None) -> int:
         shapes = (standard if args.shapes else []) + args.shape
     else:
         shapes = standard
+    shapes = [shape.with_batch(args.batch) for shape in shapes]
     names = [shape.name for shape in shapes]
     if not shapes:
         every = "\n  ".join(shape.name for shape in STANDARD_SHAPES)
@@ -1025,13 +1037,13 @@ def main(argv=None) -> int:
             )
             limits = nullcontext()
         print(
-            f"\nBenchmark: float32, batch 1, {threads} thread(s), median of "
+            f"\nBenchmark: float32, batch {args.batch}, {threads} thread(s), median of "
             f"{ROUNDS[args.quick]} rounds, fastpw and its peers interleaved; {blas_note}."
         )
         if not info["openmp"] and threads > 1:
             print("fastpw was built without OpenMP: its kernels run on 1 thread.")
         print(
-            "GFLOP/s = 2*C*K*H*W / time. numpy NCHW = W @ X, numpy NHWC = X @ W.T (bare "
+            "GFLOP/s = 2*N*C*K*H*W / time. numpy NCHW = W @ X, numpy NHWC = X @ W.T (bare "
             "matmul; fastpw adds the bias too). best peer = the fastest of the peers in "
             f"the same layout, on as many threads: {peer_versions()}. best peer, any "
             "layout: against fastpw's better layout. %peak = fastpw / (FMA peak x threads "

@@ -43,33 +43,33 @@ def numpy_baseline(
 ) -> tuple[Callable[[], np.ndarray], np.ndarray]:
     """The numpy GEMM that fastpw is compared with: returns ``(call, out)``.
 
-    NCHW: ``W (K, C) @ X (C, HW)``; NHWC: ``X (HW, C) @ W.T (C, K)``, with ``W.T`` made
-    contiguous here, outside any timing. ``call()`` writes the plain matmul into the
-    preallocated ``out`` (same layout as fastpw's output) and returns it. It adds no
-    bias, although the fastpw layers it is compared with do (fused, at no extra pass):
-    the baseline is the bare GEMM, the strictest comparison. Batch 1 only.
+    NCHW: ``W (K, C) @ X (N, C, HW)`` (one GEMM per image, broadcast by matmul); NHWC:
+    ``X (N*HW, C) @ W.T (C, K)``, with ``W.T`` made contiguous here, outside any timing.
+    ``call()`` writes the plain matmul into the preallocated ``out`` (same layout as
+    fastpw's output) and returns it. It adds no bias, although the fastpw layers it is
+    compared with do (fused, at no extra pass): the baseline is the bare GEMM, the
+    strictest comparison.
 
     A ``stride`` other than 1 subsamples x inside ``call()`` (a copy of the pixels the
     layer reads: numpy's matmul takes no strided pixel grid); ``groups`` other than 1
     is refused (ValueError): one GEMM per group is not how a numpy user would write it.
     """
-    if x.shape[0] != 1:
-        raise ValueError("the numpy baseline handles batch 1 only")
     if groups != 1:
         raise ValueError("the numpy baseline is one GEMM: groups must be 1")
     out = empty_output(x, weight.shape[0], layout, stride=stride)
+    out_2d: np.ndarray  # the GEMM's view of out
     if layout == "NCHW":
-        out_2d = out.reshape(weight.shape[0], -1)  # (K, HW), a view of out
+        out_2d = out.reshape(x.shape[0], weight.shape[0], -1)  # (N, K, HW), a view of out
 
         def operands() -> tuple[np.ndarray, np.ndarray]:
-            pixels = x[0] if stride == 1 else x[0, :, ::stride, ::stride]
-            return weight, pixels.reshape(x.shape[1], -1)
+            pixels = x if stride == 1 else x[:, :, ::stride, ::stride]
+            return weight, pixels.reshape(x.shape[0], x.shape[1], -1)
     else:
         weight_t = np.ascontiguousarray(weight.T)
-        out_2d = out.reshape(-1, weight.shape[0])  # (HW, K), a view of out
+        out_2d = out.reshape(-1, weight.shape[0])  # (N*HW, K), a view of out
 
         def operands() -> tuple[np.ndarray, np.ndarray]:
-            pixels = x[0] if stride == 1 else x[0, ::stride, ::stride]
+            pixels = x if stride == 1 else x[:, ::stride, ::stride]
             return pixels.reshape(-1, x.shape[3]), weight_t
 
     def call() -> np.ndarray:

@@ -265,6 +265,7 @@ def benchmark_info(
         c_out=shape.c_out,
         height=shape.height,
         width=shape.width,
+        batch=shape.batch,
         layout=layout,
         threads=threads,
         implementation=implementation,

@@ -19,6 +19,7 @@ ONNX Runtime) are ``fastpw._peers``; the reference results are checked against i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,9 +35,10 @@ LAYOUTS = ("NCHW", "NHWC")
 
 @dataclass(frozen=True)
 class LayerShape:
-    """One 1x1 convolution layer, batch 1: C input and K output channels on an H x W
-    input, a square ``stride`` (output ceil(H/stride) x ceil(W/stride), no padding, as
-    ``fastpw.Conv1x1`` computes it) and ``groups`` (C and K both divide by it)."""
+    """One 1x1 convolution layer: C input and K output channels on an H x W input, a
+    square ``stride`` (output ceil(H/stride) x ceil(W/stride), no padding, as
+    ``fastpw.Conv1x1`` computes it), ``groups`` (C and K both divide by it) and
+    ``batch`` images (1 for every standard layer; ``with_batch`` gives the others)."""
 
     network: str
     c_in: int
@@ -45,11 +47,20 @@ class LayerShape:
     width: int
     stride: int = 1
     groups: int = 1
+    batch: int = 1
 
     def __post_init__(self) -> None:
-        sizes = (self.c_in, self.c_out, self.height, self.width, self.stride, self.groups)
+        sizes = (
+            self.c_in,
+            self.c_out,
+            self.height,
+            self.width,
+            self.stride,
+            self.groups,
+            self.batch,
+        )
         if any(not isinstance(size, int) or size < 1 for size in sizes):
-            raise ValueError(f"a layer's sizes, stride and groups are integers >= 1: {self}")
+            raise ValueError(f"a layer's sizes, stride, groups and batch are integers >= 1: {self}")
         if self.c_in % self.groups or self.c_out % self.groups:
             raise ValueError(
                 f"C={self.c_in} and K={self.c_out} must both divide by groups={self.groups}"
@@ -65,19 +76,24 @@ class LayerShape:
 
     @property
     def flops(self) -> int:
-        """Multiply-adds count twice: 2 * (C/groups) * K * output pixels (batch 1)."""
+        """Multiply-adds count twice: 2 * (C/groups) * K * output pixels * batch."""
         c_per_group = self.c_in // self.groups
-        return 2 * c_per_group * self.c_out * self.out_height * self.out_width
+        return 2 * c_per_group * self.c_out * self.out_height * self.out_width * self.batch
 
     def _suffix(self, separator: str) -> str:
-        """ " s2" / " g4" for a stride or groups other than 1: standard names stay short."""
-        parts = [f"s{self.stride}"] * (self.stride != 1) + [f"g{self.groups}"] * (self.groups != 1)
+        """ " s2" / " g4" / " b8" for a stride, groups or batch other than 1: standard
+        names stay short."""
+        parts = (
+            [f"s{self.stride}"] * (self.stride != 1)
+            + [f"g{self.groups}"] * (self.groups != 1)
+            + [f"b{self.batch}"] * (self.batch != 1)
+        )
         return "".join(separator + part for part in parts)
 
     @property
     def name(self) -> str:
         """Human-readable label, e.g. ``"resnet50 1024->256 14x14"``, with ``" s2"`` and
-        ``" g4"`` appended for a stride or groups other than 1."""
+        ``" g4"`` / ``" b8"`` appended for a stride, groups or batch other than 1."""
         name = f"{self.network} {self.c_in}->{self.c_out} {self.height}x{self.width}"
         return name + self._suffix(" ")
 
@@ -92,6 +108,11 @@ class LayerShape:
         """The keyword arguments of ``fastpw.Conv1x1`` (and the references) for the
         layer's stride and groups."""
         return {"stride": self.stride, "groups": self.groups}
+
+    def with_batch(self, batch: int) -> LayerShape:
+        """The same layer on ``batch`` images (``python -m fastpw --batch``, bench's
+        ``--fastpw-batch``)."""
+        return dataclasses.replace(self, batch=batch)
 
 
 def parse_layer_shape(text: str, network: str = "custom") -> LayerShape:
@@ -111,7 +132,9 @@ def _layers(network: str, *specs: tuple[int, int, int]) -> list[LayerShape]:
     return [LayerShape(network, c, k, hw, hw) for c, k, hw in specs]
 
 
-#: The benchmark layers, in report order: (C_in, C_out, spatial size), batch 1, float32.
+#: The benchmark layers, in report order: (C_in, C_out, spatial size), batch 1. ConvNeXt-T's
+#: are the channel MLP of its first stage (a 1x1 convolution in NCHW, a Linear layer in
+#: NHWC, as ConvNeXt writes it).
 STANDARD_SHAPES: tuple[LayerShape, ...] = tuple(
     _layers(
         "mobilenetv2",
@@ -124,21 +147,23 @@ STANDARD_SHAPES: tuple[LayerShape, ...] = tuple(
     )
     + _layers("resnet50", (256, 64, 56), (64, 256, 56), (1024, 256, 14), (512, 2048, 7))
     + _layers("squeezenet", (96, 16, 55), (16, 64, 55), (512, 64, 13))
+    + _layers("convnext_t", (96, 384, 56), (384, 96, 56))
 )
 
 
 def make_inputs(
-    shape: LayerShape, layout: str = "NCHW", *, batch: int = 1, seed: int = 0
+    shape: LayerShape, layout: str = "NCHW", *, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deterministic ``(x, weight, bias)`` for ``shape``: float32, standard normal.
 
-    ``x`` is (N, C, H, W) for "NCHW" and (N, H, W, C) for "NHWC"; ``weight`` is
+    ``x`` is (N, C, H, W) for "NCHW" and (N, H, W, C) for "NHWC", N = ``shape.batch``;
+    ``weight`` is
     (K, C/groups) and ``bias`` is (K,). The same seed gives the same numbers on every machine.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     rng = np.random.default_rng(seed)
-    x_nchw = rng.standard_normal((batch, shape.c_in, shape.height, shape.width), np.float32)
+    x_nchw = rng.standard_normal((shape.batch, shape.c_in, shape.height, shape.width), np.float32)
     weight = rng.standard_normal((shape.c_out, shape.c_in // shape.groups), np.float32)
     bias = rng.standard_normal(shape.c_out, np.float32)
     x = x_nchw if layout == "NCHW" else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
@@ -223,9 +248,7 @@ class Int8Inputs:
         return np.ascontiguousarray(self.x.transpose(0, 3, 1, 2))
 
 
-def make_int8_inputs(
-    shape: LayerShape, layout: str = "NCHW", *, batch: int = 1, seed: int = 0
-) -> Int8Inputs:
+def make_int8_inputs(shape: LayerShape, layout: str = "NCHW", *, seed: int = 0) -> Int8Inputs:
     """Deterministic quantized operands for ``shape``: uint8 x, int8 weight, int32 bias.
 
     x is uniform over 0..255 with zero point ``INT8_X_QUANT[1]``; the weight is uniform
@@ -241,7 +264,9 @@ def make_int8_inputs(
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     rng = np.random.default_rng(seed)
     c, k = shape.c_in // shape.groups, shape.c_out  # c: the channels each output sums
-    x_nchw = rng.integers(0, 256, (batch, shape.c_in, shape.height, shape.width), dtype=np.uint8)
+    x_nchw = rng.integers(
+        0, 256, (shape.batch, shape.c_in, shape.height, shape.width), dtype=np.uint8
+    )
     weight = rng.integers(-127, 128, (k, c), dtype=np.int8)
     x_scale, x_zero_point = INT8_X_QUANT
     w_scale = (rng.uniform(0.5, 2.0, k) / (127 * math.sqrt(c))).astype(np.float32)

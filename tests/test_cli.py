@@ -56,6 +56,11 @@ def test_layer_shape_sizes_by_hand():
     assert layer.slug == "custom-64to128-28x27-s2-g4"
     plain = LayerShape("resnet50", 1024, 256, 14, 14)
     assert plain.name == "resnet50 1024->256 14x14" and plain.flops == 2 * 1024 * 256 * 196
+    batched = plain.with_batch(8)
+    assert batched.name == "resnet50 1024->256 14x14 b8" and batched.flops == 8 * plain.flops
+    assert batched.slug == "resnet50-1024to256-14x14-b8" and batched.with_batch(1) == plain
+    with pytest.raises(ValueError, match=">= 1"):
+        plain.with_batch(0)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +70,7 @@ def test_layer_shape_sizes_by_hand():
         ["--shape", "6,8,5,5,1,4"],
         ["--layout", "NWHC"],
         ["--threads", "0"],
+        ["--batch", "0"],
     ],
 )
 def test_bad_options_exit_with_status_2(argv, capsys):
@@ -79,6 +85,17 @@ def test_bad_options_exit_with_status_2(argv, capsys):
 )
 def test_layout_in_any_case(given, layout):
     assert cli.parse_args(["--layout", given]).layout == layout
+
+
+def test_batch_runs_every_layer_on_that_many_images(tmp_path, capsys):
+    """--batch: the layers' names, flops and inputs are the batch's; every check passes."""
+    report = tmp_path / "report.json"
+    argv = ["--quick", "--threads", "1", "--no-int8", "--shape", "16,24,5,7", "--batch", "3"]
+    assert cli.main([*argv, "--json", str(report)]) == 0
+    assert "custom 16->24 5x7 b3" in capsys.readouterr().out
+    (row,) = json.loads(report.read_text())["benchmark"]
+    assert row["flops"] == 3 * 2 * 16 * 24 * 5 * 7
+    assert row["rates"]["fastpw_NCHW"] > 0 and row["rates"]["numpy_NHWC"] > 0
 
 
 def test_shape_is_repeatable_and_replaces_the_standard_layers():

@@ -55,6 +55,9 @@ SHAPES = (
     # python -m fastpw --shape: a strided, grouped layer (odd H and W: ceil of H/stride)
     LayerShape("strided-grouped", 48, 64, 9, 7, stride=2, groups=4),
 )
+#: float32 peers also run batches (python -m fastpw --batch); the int8 tests' saturating
+#: model is written for one image.
+F32_SHAPES = (*SHAPES, LayerShape("batched", 24, 40, 6, 5, stride=2, batch=3))
 LAYOUTS = ("NCHW", "NHWC")
 TORCH_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
 
@@ -65,6 +68,7 @@ VNNI = _FEATURES["avx512_vnni"] or _FEATURES["avx_vnni"]
 PAIRS_SATURATE = platform.machine().lower() in ("x86_64", "amd64") and not VNNI
 
 shape_ids = pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.slug)
+f32_shape_ids = pytest.mark.parametrize("shape", F32_SHAPES, ids=lambda shape: shape.slug)
 layouts = pytest.mark.parametrize("layout", LAYOUTS)
 
 
@@ -158,14 +162,14 @@ def _check_int8(result, inputs, record_property, *, within_one, saturates):
 
 @pytest.mark.parametrize("peer", ["onnxruntime", "torch"])
 @layouts
-@shape_ids
+@f32_shape_ids
 def test_float32_peer_matches_reference(request, peer, shape, layout):
     request.getfixturevalue(peer)  # skips when the peer is not installed
     x, weight, bias = make_inputs(shape, layout)
     make_peer = _peers.onnxruntime_conv if peer == "onnxruntime" else _peers.torch_conv2d
     call, out = make_peer(x, weight, bias, 1, layout, **shape.options)
     result = call()
-    assert result.shape == out.shape == (1,) + _layout_shape(shape, layout)
+    assert result.shape == out.shape == (shape.batch,) + _layout_shape(shape, layout)
     assert result.dtype == np.float32
     outside, relative = _peers.float32_errors(result, x, weight, bias, layout, **shape.options)
     assert outside == 0, f"{outside} values outside conv1x1_tolerance (max rel {relative:.2g})"
@@ -178,7 +182,7 @@ def _layout_shape(shape: LayerShape, layout: str) -> tuple[int, int, int]:
 
 
 @layouts
-@shape_ids
+@f32_shape_ids
 def test_numpy_baseline_is_the_bare_matmul(shape, layout):
     """numpy's baseline: the GEMM without the bias, on the strided pixels; a grouped layer
     is refused (it would be one GEMM per group)."""
@@ -188,7 +192,7 @@ def test_numpy_baseline_is_the_bare_matmul(shape, layout):
             _peers.numpy_baseline(x, weight, layout, **shape.options)
         return
     call, out = _peers.numpy_baseline(x, weight, layout, **shape.options)
-    assert call() is out and out.shape == (1,) + _layout_shape(shape, layout)
+    assert call() is out and out.shape == (shape.batch,) + _layout_shape(shape, layout)
     bias = np.zeros(shape.c_out, np.float32)
     outside, relative = _peers.float32_errors(out, x, weight, bias, layout, **shape.options)
     assert outside == 0, f"{outside} values outside conv1x1_tolerance (max rel {relative:.2g})"
