@@ -468,7 +468,10 @@ cdef void _plan_blocks(Gemm *g, int threads) noexcept nogil:
     cdef int64_t m_quantum = _line_quantum(g.MR, g.c_rs == 1, g.c_elem)
     cdef int64_t n_quantum = _line_quantum(g.NR, g.c_cs == 1, g.c_elem)
     cdef int64_t M_full = _round_up(g.M, m_quantum), N_full = _round_up(g.N, n_quantum)
-    cdef int64_t mb = (L2_BLOCK_BYTES // (4 * (g.K if g.K > 0 else 1))) // m_quantum * m_quantum
+    # A block's rows hold one block of the reduction at a time (KC_BLOCK channels where
+    # it is split), and that is what must stay in L2.
+    cdef int64_t kc = g.kc_block if 0 < g.kc_block < g.K else max(g.K, 1)
+    cdef int64_t mb = (L2_BLOCK_BYTES // (4 * kc)) // m_quantum * m_quantum
     if mb < m_quantum:
         mb = m_quantum
     if mb > M_full:

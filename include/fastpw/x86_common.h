@@ -44,6 +44,32 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET __m256i fpw_avx2_lane_mask(size_t nr, int v) {
     return _mm256_loadu_si256((const __m256i*)(fpw_avx2_mask_table + 8 - remaining));
 }
 
+/* Stores the lanes of vector v of a row (8 floats each) that fall within nr columns.
+ * Not vmaskmovps: its store form is microcoded on AMD Zen (one store per ~12 cycles
+ * where a plain store takes one), which made rows of 12 output channels slower than
+ * rows of 8. Halves, pairs and singles are plain stores on every x86. */
+FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_avx2_store_lanes(float* row, __m256 value, size_t nr, int v) {
+    ptrdiff_t remaining = (ptrdiff_t)nr - 8 * v;
+    float* p = row + 8 * v;
+    if (remaining >= 8) {
+        _mm256_storeu_ps(p, value);
+        return;
+    }
+    if (remaining <= 0) return;
+    __m128 part = _mm256_castps256_ps128(value);
+    if (remaining & 4) {
+        _mm_storeu_ps(p, part);
+        part = _mm256_extractf128_ps(value, 1);
+        p += 4;
+    }
+    if (remaining & 2) {
+        _mm_storel_pi((__m64*)p, part);
+        part = _mm_movehl_ps(part, part);
+        p += 2;
+    }
+    if (remaining & 1) _mm_store_ss(p, part);
+}
+
 /* The lanes of vector v (16 lanes of 32 bits) that fall within nr columns. */
 FPW_ALWAYS_INLINE __attribute__((target("avx512f"))) __mmask16 fpw_avx512_lane_mask(size_t nr, int v) {
     ptrdiff_t remaining = (ptrdiff_t)nr - 16 * v;

@@ -1,7 +1,8 @@
 /*
  * fpw_f32_gemm_6x16__avx2: AVX2 + FMA microkernel family.
  *
- * Instructions: vbroadcastss, vfmadd231ps ymm, vmaskmovps for edge columns.
+ * Instructions: vbroadcastss, vfmadd231ps ymm, vmaskmovps loads for edge columns (plain
+ * stores of halves, pairs and singles write them: fpw_avx2_store_lanes).
  * Registers: 6 rows x 2 ymm = 12 accumulators + 2 for the B row + 1 broadcast = 15 of
  * the 16 ymm registers.
  * Why 6x16: 12 independent FMA chains cover the FMA latency (4-5 cycles) on two FMA
@@ -79,7 +80,7 @@ FPW_ALWAYS_INLINE FPW_AVX2_TARGET void fpw_f32_tile_avx2(const fpw_f32_tile* t, 
                 if (full_store)
                     _mm256_storeu_ps(c_row + 8 * v, acc[i][v]);
                 else
-                    _mm256_maskstore_ps(c_row + 8 * v, mask[v], acc[i][v]);
+                    fpw_avx2_store_lanes(c_row, acc[i][v], nr, v);
             }
         }
     } else {
