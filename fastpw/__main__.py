@@ -58,7 +58,8 @@ from fastpw._peers import (
     torch_quantized_engines,
     torch_version,
 )
-from fastpw._plot import PLOT_INSTALL, draw_report, matplotlib_missing
+from fastpw._plot import PLOT_INSTALL, draw_report, draw_sweep, matplotlib_missing
+from fastpw._sweep import CLIFF_RATIO, SWEEP_LINES, SweepLine, trend_ratios
 from fastpw._timing import (
     BANDWIDTH_BYTES,
     BLAS_IDLE_SECONDS,
@@ -71,6 +72,7 @@ from fastpw._timing import (
     memory_bandwidth_gbs,
 )
 from fastpw.shapes import (
+    LAYOUTS,
     STANDARD_SHAPES,
     LayerShape,
     empty_output,
@@ -168,6 +170,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="FILE",
         help="also draw a roofline per dtype and fastpw's ratio to the best peer per layer "
         f"to FILE (PNG; needs matplotlib: {PLOT_INSTALL})",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead of the standard layers, time fastpw's float32 layers along lines "
+        "of spatial sizes 7..128 and channel counts 8..2048 in both layouts, and name "
+        f"every point below {CLIFF_RATIO}x its neighbours' trend (a cliff)",
     )
     parser.add_argument(
         "--kernels",
@@ -982,6 +991,86 @@ def run_int8(
     return rows, passed
 
 
+# ------------------------------------------------------------------------------- sweep
+
+
+def sweep_line(line: SweepLine, threads: int, quick: bool) -> list[dict]:
+    """Time every point of ``line`` in both layouts, all interleaved round by round (a
+    busy spell of the machine falls on the whole line alike, not on one point); a
+    point's rate is from its best round, as a cliff is what stays when the noise is
+    gone. Each point is checked against the float64 reference first."""
+    calls, points = {}, {}
+    for shape in line.shapes:
+        for layout in LAYOUTS:
+            x, weight, bias = make_inputs(shape, layout)
+            layer = fastpw.Conv1x1(weight, bias, layout=layout)
+            out = empty_output(x, shape.c_out, layout)
+            error = max_relative_error(
+                layer(x, out=out, num_threads=threads),
+                conv1x1_reference(x, weight, bias, layout=layout),
+            )
+            if error > RELATIVE_TOLERANCE:
+                raise AssertionError(f"{shape.name} {layout}: max relative error {error:.2e}")
+            key = f"{shape.slug}_{layout}"
+            calls[key] = functools.partial(layer, x, out=out, num_threads=threads)
+            points[key] = {"shape": shape.name, "size": line.size(shape), "layout": layout}
+            points[key]["flops"] = shape.flops
+    spreads = measure_interleaved(calls, rounds=ROUNDS[quick], target_seconds=0.3 if quick else 1.0)
+    for key, spread in spreads.items():
+        points[key]["gflops"] = gflops(points[key]["flops"], spread.min)
+    for layout in LAYOUTS:
+        along = [points[f"{shape.slug}_{layout}"] for shape in line.shapes]
+        ratios = trend_ratios([p["size"] for p in along], [p["gflops"] for p in along])
+        for point, ratio in zip(along, ratios, strict=True):
+            point["vs_trend"] = ratio
+    return list(points.values())
+
+
+def run_sweep(args: argparse.Namespace, info: dict, threads: int) -> int:
+    """``--sweep``: print each line's GFLOP/s and trend ratios per layout, then the
+    cliffs; write them to --json and draw them to --plot."""
+    print(
+        f"\nSweep: float32 fastpw (kernels {fastpw.isa('float32')}), batch 1, {threads} "
+        f"thread(s), GFLOP/s from the best of {ROUNDS[args.quick]} interleaved rounds; vs "
+        "trend = the rate over the line through its two neighbours (log-log); CLIFF "
+        f"= below {CLIFF_RATIO}x."
+    )
+    print(busy_note(), end="")
+    lines = []
+    for line in SWEEP_LINES:
+        points = sweep_line(line, threads, args.quick)
+        lines.append({"title": line.title, "varies": line.varies, "points": points})
+        by_key = {(p["size"], p["layout"]): p for p in points}
+        print(f"\n{line.title}")
+        header = f"{'size':>6}" + "".join(f"  {lay:>6} GFLOP/s  vs trend" for lay in LAYOUTS)
+        print(header)
+        print("-" * len(header))
+        for shape in line.shapes:
+            size = line.size(shape)
+            cells = []
+            for layout in LAYOUTS:
+                point = by_key[(size, layout)]
+                mark = " CLIFF" if point["vs_trend"] < CLIFF_RATIO else ""
+                cells.append(f"  {point['gflops']:14.1f}  {point['vs_trend']:7.2f}x{mark:6}")
+            print(f"{size:>6}" + "".join(cells))
+    cliffs = [
+        f"{p['shape']} {p['layout']} ({p['vs_trend']:.2f}x)"
+        for line in lines
+        for p in line["points"]
+        if p["vs_trend"] < CLIFF_RATIO
+    ]
+    print(f"\nCliffs (below {CLIFF_RATIO}x the neighbours' trend): {', '.join(cliffs) or 'none'}")
+    report = {"machine": info, "sweep": lines}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        draw_sweep(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.kernels:
@@ -1015,6 +1104,8 @@ def main(argv=None) -> int:
     info = machine_info(threads, peak_seconds=0.1 if args.quick else 0.3)
     peak = info["fma_peak_gflops_1thread"]
     print_machine(info)
+    if args.sweep:
+        return run_sweep(args, info, threads)
     print("\nKernel families of this build, best first (python -m fastpw --kernels)")
     print("\n".join(kernel_table_lines()))
 

@@ -3,11 +3,13 @@ ratio to the best peer per layer, drawn from the report that ``--json`` writes.
 
 - ``draw_report(report, path)``: the figure, from the report alone (``machine``,
   ``benchmark`` and ``int8_benchmark``), so a saved report can be drawn again;
+- ``draw_sweep(report, path)``: the cliff sweep of ``python -m fastpw --sweep``, one
+  panel per line of layers;
 - ``arithmetic_intensity(row)``: a layer's operations per byte of its least memory
   traffic, the roofline's x axis.
 
-matplotlib is optional (``pip install "fastpw[plot]"``): it is imported by
-``draw_report`` only, and the figure is drawn on matplotlib's Agg canvas without pyplot,
+matplotlib is optional (``pip install "fastpw[plot]"``): it is imported by the two
+drawing functions only, and the figure is drawn on matplotlib's Agg canvas without pyplot,
 so no window and no global backend are involved. Not API: the command line is its only
 user.
 """
@@ -35,13 +37,15 @@ OTHER_MARKERS = "v<>phX8"
 
 def arithmetic_intensity(row: Mapping[str, Any]) -> float:
     """Operations per byte a layer must move at least: x read once, the weights and bias
-    read once, y written once (``row``: a report row, with its ``layer`` and ``dtype``)."""
+    read once (for the whole batch), y written once (``row``: a report row, with its
+    ``layer`` and ``dtype``)."""
     layer = row["layer"]
     stride, groups = layer.get("stride", 1), layer.get("groups", 1)
-    out_pixels = -(-layer["height"] // stride) * -(-layer["width"] // stride)
+    batch = layer.get("batch", 1)
+    out_pixels = batch * -(-layer["height"] // stride) * -(-layer["width"] // stride)
     x_bytes, w_bytes, y_bytes = ELEMENT_BYTES[row["dtype"]]
     traffic = (
-        x_bytes * layer["c_in"] * layer["height"] * layer["width"]
+        x_bytes * batch * layer["c_in"] * layer["height"] * layer["width"]
         + w_bytes * layer["c_out"] * (layer["c_in"] // groups)
         + 4 * layer["c_out"]
         + y_bytes * layer["c_out"] * out_pixels
@@ -212,6 +216,11 @@ def draw_report(report: Mapping[str, Any], path: str | Path) -> None:
     for column, (dtype, rows) in enumerate(tables):
         _roofline(grid[0][column], rows, machine, dtype)
         _ratios(grid[1][column], rows, dtype)
+    _suptitle(figure, machine)
+    figure.savefig(path, dpi=110)
+
+
+def _suptitle(figure: Any, machine: Mapping[str, Any]) -> None:
     cpu = machine.get("cpu_model") or machine.get("platform", "")
     kernels = machine.get("kernel_per_operation", {})
     figure.suptitle(
@@ -219,6 +228,54 @@ def draw_report(report: Mapping[str, Any], path: str | Path) -> None:
         + ", ".join(f"{op} {family}" for op, family in kernels.items() if op != "quantize"),
         fontsize=11,
     )
+
+
+def draw_sweep(report: Mapping[str, Any], path: str | Path) -> None:
+    """Draw the ``sweep`` of ``report`` (``python -m fastpw --sweep --json``) to
+    ``path``: one panel per line, GFLOP/s against the size that varies (log scale),
+    NCHW filled and NHWC hollow, cliffs ringed in red. ImportError without matplotlib;
+    ValueError for a report without a sweep."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ._sweep import CLIFF_RATIO
+
+    lines = report.get("sweep") or []
+    if not lines:
+        raise ValueError("the report has no sweep to draw")
+    figure = Figure(figsize=(12, 4 * ((len(lines) + 1) // 2)), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots((len(lines) + 1) // 2, 2, squeeze=False)
+    panels = [axes for row in grid for axes in row]
+    for axes, line in zip(panels, lines, strict=False):
+        for layout, face in (("NCHW", "C0"), ("NHWC", "none")):
+            points = sorted(
+                (p for p in line["points"] if p["layout"] == layout), key=lambda p: p["size"]
+            )
+            sizes = [p["size"] for p in points]
+            rates = [p["gflops"] for p in points]
+            axes.plot(sizes, rates, color="C0", linestyle="-" if face != "none" else "--")
+            axes.scatter(sizes, rates, marker="o", facecolors=face, edgecolors="C0", label=layout)
+            cliffs = [p for p in points if p["vs_trend"] < CLIFF_RATIO]
+            if cliffs:
+                axes.scatter(
+                    [p["size"] for p in cliffs],
+                    [p["gflops"] for p in cliffs],
+                    s=160,
+                    facecolors="none",
+                    edgecolors="red",
+                    label=f"{layout} cliff" if cliffs else None,
+                )
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("H = W" if line["varies"] == "spatial" else "C = K")
+        axes.set_ylabel("GFLOP/s")
+        axes.set_ylim(bottom=0)
+        axes.set_title(line["title"], fontsize=10)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8, loc="lower right")
+    for axes in panels[len(lines) :]:
+        axes.set_visible(False)
+    _suptitle(figure, report.get("machine", {}))
     figure.savefig(path, dpi=110)
 
 

@@ -89,6 +89,11 @@ def test_arithmetic_intensity_by_hand():
     int8_bytes = 64 * 28 * 27 + 128 * 16 + 4 * 128 + 128 * 14 * 14
     int8_row = {"dtype": "int8", "layer": strided}
     assert math.isclose(_plot.arithmetic_intensity(int8_row), 2 * 16 * 128 * 196 / int8_bytes)
+    # batch 3: x and y three times over, the weights and bias once
+    batched = layer | {"batch": 3}
+    batch_bytes = 4 * (3 * 64 * 784 + 128 * 64 + 128 + 3 * 128 * 784)
+    batch_row = {"dtype": "float32", "layer": batched}
+    assert math.isclose(_plot.arithmetic_intensity(batch_row), 3 * 2 * 64 * 128 * 784 / batch_bytes)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
