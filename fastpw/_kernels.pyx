@@ -430,6 +430,23 @@ cdef enum:
     KC_BLOCK = 512
 
 
+# NHWC pixel rows 4 KiB apart are restrided (Gemm.restride_a) only for tiles of at least
+# this many rows: fewer fit the 8 ways of an L1 set together, and the copy is then pure
+# cost (avx2's 6 rows: 1024->64 28x28 ran 0.85x XNNPACK with it, 0.97x without;
+# avx512's 12 rows evicted each other: 101 -> 105 GFLOP/s with it).
+cdef int64_t _restride_min_rows = 8
+
+
+def _set_restride_min_rows(int64_t rows):
+    """Tests only: restride tiles of at least `rows` rows (1: every family), so the
+    restriding path runs on a machine whose family has short tiles. Returns the old
+    value."""
+    global _restride_min_rows
+    old = _restride_min_rows
+    _restride_min_rows = rows
+    return old
+
+
 # How often the calling thread looks for a pending signal (Ctrl-C) during a call: taking
 # the GIL for PyErr_CheckSignals costs about a microsecond when no other thread holds it.
 cdef double SIGNAL_CHECK_SECONDS = 0.02
@@ -1112,7 +1129,7 @@ cdef class F32Plan:
             g.a = _data(xa)
             g.a_bs = 4 * x_bs
             g.a_rs, g.a_cs, g.a_gs = 4 * x_ps, 4, 4 * Cg
-            g.restride_a = (x_ps * 4) % 4096 == 0
+            g.restride_a = (x_ps * 4) % 4096 == 0 and <int64_t>fam.mr >= _restride_min_rows
             g.a_ts = fam.mr * g.a_rs
         else:
             # Rows are NCHW pixels in panels of MR (a is set per block).

@@ -20,6 +20,7 @@ from layouts import channel_axis, stride_pair, x_shape, y_shape
 from memory import MEMORY_KINDS, rearranged, unaligned_empty
 
 import fastpw
+from fastpw import _kernels
 from fastpw.testing import assert_matches_reference
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -250,12 +251,24 @@ def test_blocked_reduction_applies_bias_and_clamp_once(isa, layout, activation):
     np.testing.assert_array_equal(layer(x, num_threads=2), y)
 
 
+@pytest.mark.parametrize("restride_rows", [1, None], ids=["restrided", "family-rule"])
 @pytest.mark.parametrize("channels_used", [1024, 700, 1])
 @pytest.mark.parametrize("n", [1, 2])
-def test_nhwc_pixel_rows_4k_apart(isa, channels_used, n):
+def test_nhwc_pixel_rows_4k_apart(isa, channels_used, n, restride_rows):
     """NHWC pixels 1024 floats (4 KiB) apart are copied to a padded row stride before
-    the tiles read them; whole rows and channel slices of such a buffer must still be
-    exact, and the padding must never leak into a result."""
+    the tiles read them, for families whose tiles have enough rows to evict each other
+    (forced here for every family with restride_rows=1); whole rows and channel slices
+    of such a buffer must still be exact, and the padding must never leak into a
+    result."""
+    old = None if restride_rows is None else _kernels._set_restride_min_rows(restride_rows)
+    try:
+        _check_4k_apart_rows(channels_used, n)
+    finally:
+        if old is not None:
+            _kernels._set_restride_min_rows(old)
+
+
+def _check_4k_apart_rows(channels_used, n):
     rng = np.random.default_rng(channels_used)
     buffer = rng.standard_normal((n, 5, 7, 1024), dtype=np.float32)
     x = buffer[..., :channels_used]
