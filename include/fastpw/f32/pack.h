@@ -43,29 +43,23 @@ static FPW_MAYBE_UNUSED void fpw_f32_pack_nchw_panels(const float* x, ptrdiff_t 
     for (size_t c = 0; c < channels; c++) {
         const float* src = x + (ptrdiff_t)c * x_cs + p_begin;
         float* row = out + c * width;
-        switch (width) { /* the NR and MR of every family */
-            case 4:
-                fpw_f32_pack_channel(src, n, 4, panel_stride, row);
-                break;
-            case 6:
-                fpw_f32_pack_channel(src, n, 6, panel_stride, row);
-                break;
-            case 8:
-                fpw_f32_pack_channel(src, n, 8, panel_stride, row);
-                break;
-            case 12:
-                fpw_f32_pack_channel(src, n, 12, panel_stride, row);
-                break;
-            case 16:
-                fpw_f32_pack_channel(src, n, 16, panel_stride, row);
-                break;
-            case 32:
-                fpw_f32_pack_channel(src, n, 32, panel_stride, row);
-                break;
+        /* A constant width for the NR and MR of every family (4, 6, 8, 12, 16, 32). */
+#define FPW_PACK_WIDTH(W)                                                                                    \
+    case W:                                                                                                  \
+        fpw_f32_pack_channel(src, n, W, panel_stride, row);                                                  \
+        break;
+        switch (width) {
+            FPW_PACK_WIDTH(4)
+            FPW_PACK_WIDTH(6)
+            FPW_PACK_WIDTH(8)
+            FPW_PACK_WIDTH(12)
+            FPW_PACK_WIDTH(16)
+            FPW_PACK_WIDTH(32)
             default:
                 fpw_f32_pack_channel(src, n, width, panel_stride, row);
                 break;
         }
+#undef FPW_PACK_WIDTH
     }
 }
 
