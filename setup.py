@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from Cython.Build import cythonize
@@ -72,6 +73,21 @@ def cross_compiling():
     return target is not None and not target.endswith("-" + platform.machine())
 
 
+def compile_sources_in_parallel(compiler):
+    """Make `compiler.compile` compile each source in a thread of its own (the compiler
+    processes run in parallel): the extension's two translation units, the Cython module
+    and the kernels (include/fastpw/families.c), take about as long each."""
+    compile_serially = compiler.compile
+
+    def compile_each(sources, *args, **kwargs):
+        workers = max(1, min(len(sources), os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers) as pool:
+            results = pool.map(lambda source: compile_serially([source], *args, **kwargs), sources)
+            return [obj for objects in results for obj in objects]
+
+    compiler.compile = compile_each
+
+
 class BuildExtWithOpenMP(build_ext):
     def build_extensions(self):
         flags = None
@@ -91,6 +107,7 @@ class BuildExtWithOpenMP(build_ext):
             if flags is not None:
                 ext.extra_compile_args += flags[0]
                 ext.extra_link_args += flags[1]
+        compile_sources_in_parallel(self.compiler)
         super().build_extensions()
 
 
@@ -99,7 +116,8 @@ compile_args = [] if sys.platform == "win32" else ["-O3", "-std=c11", "-fno-stri
 extensions = [
     Extension(
         "fastpw._kernels",
-        sources=["fastpw/_kernels.pyx"],
+        # The tile loop (Cython) and the kernel families (C): two translation units.
+        sources=["fastpw/_kernels.pyx", "include/fastpw/families.c"],
         include_dirs=["include", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=list(compile_args),

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """The C headers under include/fastpw as the tile loop (_kernels.pyx) sees them: the
-microkernel contract (fastpw.h), the family table (dispatch.h), CPU features (cpu.h),
+microkernel contract (fastpw.h), the family table (dispatch.h; defined, with every kernel,
+in families.c, compiled on its own), CPU features (cpu.h),
 the activation packers (f32/pack.h, q8/pack.h) and the thread helpers (threads.h). Declarations
 only; the logic is in _kernels.pyx."""
 

@@ -10,28 +10,19 @@
  * CPU supports, or the one FASTPW_ISA (fastpw._set_isa) names, which caps every
  * operation at that family.
  *
- * Adding a family is one header with its kernels and one row here. Python reads this
- * table (fastpw.kernel_table()); the tests, the CLI and the README take it from there.
+ * Adding a family is one header with its kernels and one row of the table, which is
+ * defined in families.c: the kernels compile in that translation unit of their own, in
+ * parallel with the Cython module's (setup.py), and the module reaches them through the
+ * table only. Python reads the table (fastpw.kernel_table()); the tests, the CLI and the
+ * README take it from there.
  */
 #ifndef FASTPW_DISPATCH_H
 #define FASTPW_DISPATCH_H
 
 #include "cpu.h"
-#include "f32/avx2.h"
-#include "f32/avx512.h"
-#include "f32/neon.h"
 #include "f32/pack.h"
-#include "f32/scalar.h"
 #include "fastpw.h"
-#include "neon_common.h"
-#include "q8/avx2.h"
-#include "q8/avx512vnni.h"
-#include "q8/neon.h"
-#include "q8/neondot.h"
 #include "q8/pack.h"
-#include "q8/scalar.h"
-#include "quant.h"
-#include "x86_common.h"
 
 typedef struct fpw_family {
     const char* name;
@@ -44,40 +35,17 @@ typedef struct fpw_family {
 /* The operations, in the order Python names them (fastpw.OPERATIONS). */
 enum { FPW_OP_F32_GEMM = 0, FPW_OP_Q8_GEMM = 1, FPW_OP_QUANT = 2, FPW_NUM_OPS = 3 };
 
-static const fpw_family fpw_families[] = {
-#if FPW_X86_64
-    /* int8 through vpdpbusd; float32 and quantize gain nothing over avx512's. */
-    {.name = "avx512vnni", .required_features = FPW_AVX512VNNI_REQUIRES, .q8 = &fpw_q8_ukernel__avx512vnni},
-    /* int8 has no 512-bit kernel without VNNI: avx2's vpmaddwd one serves. */
-    {.name = "avx512",
-     .required_features = FPW_AVX512_REQUIRES,
-     .f32 = &fpw_f32_ukernel__avx512,
-     .quant = &fpw_quant_ukernel__avx512},
-    {.name = "avx2",
-     .required_features = FPW_AVX2_REQUIRES,
-     .f32 = &fpw_f32_ukernel__avx2,
-     .q8 = &fpw_q8_ukernel__avx2,
-     .quant = &fpw_quant_ukernel__avx2},
+/* Hidden: the table links into the extension module and is not exported from it. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FPW_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define FPW_INTERNAL
 #endif
-#if FPW_AARCH64
-    /* Armv8.2 dot product: int8 only; float32 is neon's. */
-    {.name = "neondot", .required_features = FPW_NEONDOT_REQUIRES, .q8 = &fpw_q8_ukernel__neondot},
-    /* Every AArch64 CPU (Armv8.0). Quantize is the scalar row's portable loop, which the
-     * compiler vectorises with NEON: a NEON row of its own would be the same code. */
-    {.name = "neon",
-     .required_features = FPW_NEON_REQUIRES,
-     .f32 = &fpw_f32_ukernel__neon,
-     .q8 = &fpw_q8_ukernel__neon},
-#endif
-    /* The reference kernels: every operation, every CPU. */
-    {.name = "scalar",
-     .required_features = 0,
-     .f32 = &fpw_f32_ukernel__scalar,
-     .q8 = &fpw_q8_ukernel__scalar,
-     .quant = &fpw_quant_ukernel__portable},
-};
 
-#define FPW_NUM_FAMILIES ((int)(sizeof(fpw_families) / sizeof(fpw_families[0])))
+/* The families, best first (families.c), and how many there are. */
+FPW_INTERNAL extern const fpw_family fpw_families[];
+FPW_INTERNAL extern const int fpw_num_families;
+#define FPW_NUM_FAMILIES fpw_num_families
 
 /* 1 if family `index` has a kernel for operation `op`. */
 static FPW_MAYBE_UNUSED int fpw_family_has(int index, int op) {

@@ -150,6 +150,27 @@ typedef struct fpw_q8_ukernel {
 #define FPW_Q8_UKERNEL(gemm_fn, MR, NR, LANES, FORMAT, SIGNED, peak_fn)                                      \
     {#gemm_fn, gemm_fn, MR, NR, LANES, FORMAT, SIGNED, peak_fn}
 
+/* Elementwise quantize/dequantize (quant.h): one run of n elements with one scale and
+ * zero point, or one per element. */
+typedef struct fpw_quant_run {
+    size_t n;                  /* elements */
+    const float* scale;        /* scale[0], or scale[i] when per_element */
+    const int32_t* zero_point; /* likewise */
+    int per_element;
+    int is_signed; /* the 8-bit side is int8 (else uint8) */
+} fpw_quant_run;
+
+typedef void (*fpw_quantize_fn)(const float* x, void* y, const fpw_quant_run* run);
+typedef void (*fpw_dequantize_fn)(const void* xq, float* y, const fpw_quant_run* run);
+
+/* One ISA's pair of loops; lanes: the floats per vector register of its target. */
+typedef struct fpw_quant_ukernel {
+    const char* name; /* the quantize function's name */
+    fpw_quantize_fn quantize;
+    fpw_dequantize_fn dequantize;
+    size_t lanes;
+} fpw_quant_ukernel;
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FPW_ALWAYS_INLINE static inline __attribute__((always_inline))
 #define FPW_UNROLL _Pragma("GCC unroll 32")

@@ -20,24 +20,7 @@
 #include "fastpw.h"
 #include "x86_common.h"
 
-typedef struct fpw_quant_run {
-    size_t n;                  /* elements */
-    const float* scale;        /* scale[0], or scale[i] when per_element */
-    const int32_t* zero_point; /* likewise */
-    int per_element;
-    int is_signed; /* the 8-bit side is int8 (else uint8) */
-} fpw_quant_run;
-
-typedef void (*fpw_quantize_fn)(const float* x, void* y, const fpw_quant_run* run);
-typedef void (*fpw_dequantize_fn)(const void* xq, float* y, const fpw_quant_run* run);
-
-/* One ISA's pair of loops; lanes: the floats per vector register of its target. */
-typedef struct fpw_quant_ukernel {
-    const char* name; /* the quantize function's name */
-    fpw_quantize_fn quantize;
-    fpw_dequantize_fn dequantize;
-    size_t lanes;
-} fpw_quant_ukernel;
+/* The run and kernel types (fpw_quant_run, fpw_quant_ukernel) are in fastpw.h. */
 
 /* PER_ELEMENT and SIGNED are constants at every call, so each loop vectorizes alone.
  * The clamp runs before the zero point is added, on [lo - zp, hi - zp], and is written
