@@ -37,15 +37,18 @@ def layer_and_input(
 ):
     """A seeded layer of `kind` ("float32" or "int8") and an input for it."""
     rng = np.random.default_rng(seed)
-    shape = (1, channels, size, size) if layout == "NCHW" else (1, size, size, channels)
+    layer = seeded_layer(kind, layout, channels, out_channels, rng, out_dtype)
+    return layer, seeded_input(kind, layout, channels, size, rng)
+
+
+def seeded_layer(kind, layout, channels, out_channels, rng, out_dtype=None):
     if kind == "float32":
         weight = rng.standard_normal((out_channels, channels)).astype(np.float32)
         bias = rng.standard_normal(out_channels).astype(np.float32)
-        layer = fastpw.Conv1x1(weight, bias, layout=layout, activation="relu")
-        return layer, rng.standard_normal(shape).astype(np.float32)
+        return fastpw.Conv1x1(weight, bias, layout=layout, activation="relu")
     weight = rng.integers(-128, 128, (out_channels, channels), dtype=np.int8)
     bias = rng.integers(-5000, 5000, out_channels, dtype=np.int32)
-    layer = fastpw.QConv1x1(
+    return fastpw.QConv1x1(
         weight,
         bias,
         x_quant=X_QUANT,
@@ -54,7 +57,30 @@ def layer_and_input(
         layout=layout,
         out_dtype=out_dtype,
     )
-    return layer, rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def seeded_input(kind, layout, channels, size, rng):
+    shape = (1, channels, size, size) if layout == "NCHW" else (1, size, size, channels)
+    if kind == "float32":
+        return rng.standard_normal(shape).astype(np.float32)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def long_call(kind, layout, channels, out_channels, seconds, out_dtype=None, largest=96):
+    """A layer and an input on which one single-thread call takes about `seconds` on this
+    machine (spatial size 8 to `largest`). The size comes from a timed call on 4x4
+    pixels, so that an emulated CPU (.ci/arm64, 10-50x slower) gets a smaller input that
+    is as long to compute, instead of one that takes longer to make than to interrupt."""
+    rng = np.random.default_rng(0)
+    layer = seeded_layer(kind, layout, channels, out_channels, rng, out_dtype)
+    probe_size = 4
+    probe = seeded_input(kind, layout, channels, probe_size, rng)
+    layer(probe, num_threads=1)  # warm: scratch allocated, pages touched
+    started = time.perf_counter()
+    layer(probe, num_threads=1)
+    seconds_per_pixel = (time.perf_counter() - started) / probe_size**2
+    size = int(min(largest, max(8, np.ceil(np.sqrt(seconds / seconds_per_pixel)))))
+    return layer, seeded_input(kind, layout, channels, size, rng)
 
 
 def check_against_reference(kind, layer, x, y, layout="NCHW"):
@@ -284,11 +310,12 @@ def thread_creation_refused(uid=54321):
 # ---------------------------------------------------------------------------------------
 # Ctrl-C
 
-# Calls long enough (over 0.3 s on two fast cores) that a signal sent 20 ms after they
+# Calls long enough (1 s on one thread by the probe's measure, which counts a small
+# call's overheads, so in practice 0.3 s or more) that a signal sent 20 ms after they
 # start lands inside them.
 LONG_CALLS = {
-    "float32": dict(channels=2048, out_channels=2048, size=96),
-    "int8": dict(channels=4096, out_channels=4096, size=96),
+    "float32": dict(channels=2048, out_channels=2048, seconds=1.0),
+    "int8": dict(channels=4096, out_channels=4096, seconds=1.0),
 }
 
 
@@ -301,8 +328,8 @@ def _kill_after(seconds):
 def ctrl_c_stops_a_long_call(kind, layout, num_threads, delay=0.02):
     """SIGINT during a long call raises KeyboardInterrupt before the call is done."""
     out_dtype = np.float32 if kind == "int8" else None  # NaN marks what was not written
-    layer, x = layer_and_input(kind, layout, out_dtype=out_dtype, **LONG_CALLS[kind])
-    k, size = LONG_CALLS[kind]["out_channels"], LONG_CALLS[kind]["size"]
+    layer, x = long_call(kind, layout, out_dtype=out_dtype, **LONG_CALLS[kind])
+    k, size = LONG_CALLS[kind]["out_channels"], x.shape[2]  # square maps: H == W
     shape = (1, k, size, size) if layout == "NCHW" else (1, size, size, k)
     out = np.full(shape, np.nan, dtype=np.float32)
     started = time.monotonic()
@@ -318,8 +345,9 @@ def ctrl_c_stops_a_long_call(kind, layout, num_threads, delay=0.02):
     unwritten = np.count_nonzero(np.isnan(out))
     assert unwritten > 0, "every output was written: the interrupt came after the call"
     print(
-        f"{kind} {layout} {num_threads}T: KeyboardInterrupt {stopped - started - delay:.3f} s "
-        f"after SIGINT; {unwritten / out.size:.0%} of the outputs left unwritten"
+        f"{kind} {layout} {num_threads}T {size}x{size}: KeyboardInterrupt "
+        f"{stopped - started - delay:.3f} s after SIGINT; "
+        f"{unwritten / out.size:.0%} of the outputs left unwritten"
     )
 
 
@@ -354,13 +382,15 @@ def ctrl_c_storm(kind, rounds=16, seed=0):
     `out`: nothing outside the slice is touched, no scratch leaks, and the layer computes
     the same bits afterwards."""
     rng = np.random.default_rng(seed)
-    channels = 1024 if kind == "float32" else 4096  # calls of 0.1 s or more on 2 cores
-    layer, x = layer_and_input(kind, "NCHW", channels=channels, out_channels=512, size=96)
+    channels = 1024 if kind == "float32" else 4096
+    # calls of 0.1 s or more on 2 cores
+    layer, x = long_call(kind, "NCHW", channels=channels, out_channels=512, seconds=0.4)
+    size = x.shape[2]
     small = np.ascontiguousarray(x[:, :, :8, :8])  # checked in full, before and after
     before = layer(small, num_threads=2)
     check_against_reference(kind, layer, small, before)
     sentinel = 77
-    buffer = np.full((1, 532, 96, 96), sentinel, dtype=before.dtype)
+    buffer = np.full((1, 532, size, size), sentinel, dtype=before.dtype)
     out = buffer[:, 10:522]
     interrupted, heap = 0, []
     for _ in range(rounds):
@@ -383,4 +413,7 @@ def ctrl_c_storm(kind, rounds=16, seed=0):
     growth = heap[-1] - heap[4]
     assert growth < 1 << 20, f"the heap grew by {growth} bytes over {rounds - 5} interrupted calls"
     assert np.array_equal(layer(small, num_threads=2), before), "a call after the storm differs"
-    print(f"{kind}: {interrupted} of {rounds} calls stopped early; heap growth {growth} bytes")
+    print(
+        f"{kind} {size}x{size}: {interrupted} of {rounds} calls stopped early; "
+        f"heap growth {growth} bytes"
+    )
