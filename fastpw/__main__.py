@@ -184,7 +184,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="print the kernel families of this build and what this CPU runs, then exit",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer, shorter repeats (noisier numbers)"
+        "--quick",
+        action="store_true",
+        help="fewer, shorter repeats, and on 2+ threads no wait for the peers' pools to go"
+        " idle between samples (noisier numbers: a first look)",
     )
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -472,11 +475,13 @@ def timing_settings(threads: int, quick: bool, names, idle: float) -> dict:
     one thread, a wait after each implementation's sample before another's. Every pool
     spins after a call (OpenBLAS and ONNX Runtime for about 0.1 s, OpenMP, PyTorch's
     and XNNPACK's briefly): a sample taken then shares the cores with it. One thread
-    leaves the other cores to those pools, so it needs no wait."""
+    leaves the other cores to those pools, so it needs no wait. --quick skips the waits
+    too: they were most of its time on 2 threads (5 of 5.5 minutes with every peer), and
+    its numbers are a first look, not a comparison to quote."""
     settings: dict = {"rounds": ROUNDS[quick]}
     if quick:
         settings["target_seconds"] = 0.12
-    settings["idle_after"] = {name: idle for name in names} if threads > 1 else {}
+    settings["idle_after"] = {name: idle for name in names} if threads > 1 and not quick else {}
     return settings
 
 
