@@ -25,6 +25,9 @@ cdef extern from "fastpw/dispatch.h" nogil:
         float lo, hi
         int accumulate
         int finish
+        size_t n_tiles
+        ptrdiff_t b_ts
+        int a_prefetch
 
     ctypedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile *tile) noexcept nogil
 

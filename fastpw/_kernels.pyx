@@ -382,6 +382,7 @@ cdef struct Gemm:
     # one L1 set: a tile's MR rows then evict each other. restride_a copies each block's
     # rows to a per-thread buffer with a stride one cache line longer, at memcpy speed.
     bint restride_a
+    bint a_prefetch  # float32: the tile's a_prefetch hint (A is NCHW planes read in place)
     int64_t restrided_rs, row_bytes
     # int8 activations packed block by block (see Pack), or NULL. pack_on_columns: the
     # pixels are B's columns (NCHW direct); otherwise they are A's rows.
@@ -581,6 +582,7 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
         ft.a_cs = a_cs // 4
         ft.b_rs = b_rs // 4
         ft.b_padded = g.b_padded
+        ft.a_prefetch = g.a_prefetch
         ft.c_rs = g.c_rs
         ft.c_cs = g.c_cs
         ft.bias_on_rows = g.bias_on_rows
@@ -609,6 +611,11 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
     cdef const char *b_block
     cdef int64_t row_tiles = (i_end - i_begin + g.MR - 1) // g.MR
     cdef int64_t column_tiles = (j_end - j_begin + g.NR - 1) // g.NR
+    # A float32 kernel walks a whole row of column tiles in one call when columns are
+    # inner: the row's setup (A's rows, the edge masks, the call) is paid once.
+    cdef int64_t tiles_per_call = column_tiles if g.f32_kernel != NULL and g.rows_outer else 1
+    ft.n_tiles = tiles_per_call
+    ft.b_ts = g.b_ts // 4
     while True:
         # One block of the reduction over every tile of this output block.
         k_len = g.K - k0 if g.kc_block == 0 else min(g.kc_block, g.K - k0)
@@ -621,11 +628,11 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
         a_block = a + ((i_begin - a_first_row) // g.MR) * a_ts + k0 * a_cs
         b_block = b + ((j_begin - b_first_column) // g.NR) * g.b_ts + k0 * b_rs
         row_tile = column_tile = 0
-        for _ in range(row_tiles * column_tiles):
+        for _ in range(row_tiles * (column_tiles // tiles_per_call)):
             i0 = i_begin + row_tile * g.MR
             j0 = j_begin + column_tile * g.NR
             mr = min(g.MR, i_end - i0)
-            nr = min(g.NR, j_end - j0)
+            nr = min(g.NR, j_end - j0 - (tiles_per_call - 1) * g.NR)  # the last tile's
             at = i0 if g.bias_on_rows else j0  # index of this tile's first bias/scale
             if g.f32_kernel != NULL:
                 ft.mr = mr
@@ -648,7 +655,7 @@ cdef void _run_block(const Gemm *g, int64_t item, int thread) noexcept nogil:
                 qt.scale = <const float *>NULL if scale == NULL else scale + at
                 g.q8_kernel(&qt)
             if g.rows_outer:
-                column_tile += 1
+                column_tile += tiles_per_call
                 if column_tile == column_tiles:
                     column_tile = 0
                     row_tile += 1
@@ -1067,6 +1074,7 @@ cdef class F32Plan:
         cdef Gemm g
         g.pack = NULL
         g.restride_a = False
+        g.a_prefetch = False
         cdef const fpw_f32_ukernel *fam = self.kernel
         cdef int64_t Kg = self.out_channels // self.groups
         cdef int64_t Cg = self.in_channels // self.groups
@@ -1095,10 +1103,15 @@ cdef class F32Plan:
         g.bias_gs = Kg
         g.c = <char *>cnp.PyArray_DATA(<cnp.ndarray>ya)
         g.c_bs = y_bs
+        # NCHW layers with at most NR output channels read their pixels in place, as
+        # the transposed orientation's rows: there is a single column tile, so packed
+        # pixels would be read once, and packing them is a whole extra pass over x
+        # (squeezenet 96->16 55x55: 27% of the time).
+        cdef bint pixels_in_place = not self.nhwc and x_ps == 1 and Kg <= <int64_t>fam.nr
         cdef Orientation orientation = PIXEL_ROWS
         if not self.nhwc:
-            orientation = (PIXEL_ROWS_STORED_TRANSPOSED if self._transposed_pays(pixels)
-                           else CHANNEL_ROWS)
+            orientation = (PIXEL_ROWS_STORED_TRANSPOSED
+                           if pixels_in_place or self._transposed_pays(pixels) else CHANNEL_ROWS)
         if orientation != CHANNEL_ROWS and self.column_panels is None:
             self.column_panels = _pack_panels(self.weight, self.groups, fam.nr, 1, np.float32)
         # The panels the kernel reads, held while the GIL is released: without prepacked
@@ -1131,6 +1144,13 @@ cdef class F32Plan:
             g.a_rs, g.a_cs, g.a_gs = 4 * x_ps, 4, 4 * Cg
             g.restride_a = (x_ps * 4) % 4096 == 0 and <int64_t>fam.mr >= _restride_min_rows
             g.a_ts = fam.mr * g.a_rs
+        elif pixels_in_place:
+            # Rows are runs of MR pixels of every channel plane, read in place.
+            g.a = _data(xa)
+            g.a_bs = 4 * x_bs
+            g.a_rs, g.a_cs, g.a_gs = 4, 4 * x_cs, 4 * Cg * x_cs
+            g.a_ts = fam.mr * 4
+            g.a_prefetch = 1
         else:
             # Rows are NCHW pixels in panels of MR (a is set per block).
             pack.f32_panel_width = fam.mr
@@ -1264,10 +1284,15 @@ cdef class Q8Plan:
         cdef int64_t Cg = self.in_channels // G
         cdef int64_t Cgg = (Cg + group_size - 1) // group_size
         cdef int64_t MR = fam.mr, NR = fam.nr
+        # NCHW layers with at most NR output channels read their pixels in place, as
+        # the transposed orientation's rows: there is a single column tile, so packed
+        # pixels would be read once, and packing them is a whole extra pass over x
+        # (squeezenet 96->16 55x55: 27% of the time).
+        cdef bint pixels_in_place = not self.nhwc and x_ps == 1 and Kg <= <int64_t>fam.nr
         cdef Orientation orientation = PIXEL_ROWS
         if not self.nhwc:
-            orientation = (PIXEL_ROWS_STORED_TRANSPOSED if self._transposed_pays(pixels)
-                           else CHANNEL_ROWS)
+            orientation = (PIXEL_ROWS_STORED_TRANSPOSED
+                           if pixels_in_place or self._transposed_pays(pixels) else CHANNEL_ROWS)
         scale, lo, hi, zero_point, clamp = epilogue
         bias = self.folded_bias[x_signed]
         # The panels the kernel reads, held while the GIL is released.

@@ -11,12 +11,20 @@
  *   A is the "broadcast side": A(i, c) = a[i * a_rs + c * a_cs]. One element is broadcast
  *     to a whole vector per step. Either a_rs == 1 (packed weight panels, or NCHW pixels
  *     read along a channel row) or a_cs == 1 (NHWC pixel rows).
+ *     a_prefetch is a hint a family may ignore: A's columns lie far apart in memory (NCHW
+ *     planes read in place, a few floats of each per tile), so hardware prefetchers
+ *     that follow a few streams miss them; fetching a line ahead pays.
  *   B is the "vector side": B(c, j) = b[c * b_rs + j], unit stride in j, so NR consecutive
  *     elements load as vectors. If b_padded is set, all NR columns may be read (packed
  *     panels are zero-padded); otherwise only nr may be (columns of a user array).
- *   C(i, j) = c[i * c_rs + j * c_cs]. c_cs == 1 stores vectors; any other c_cs stores
- *     element by element (the "transposed" NCHW orientation).
+ *   C(i, j) = c[i * c_rs + j * c_cs]. c_cs == 1 stores vectors; otherwise c_rs == 1
+ *     (the "transposed" NCHW orientation: each column of the tile is a run of mr floats).
  *   bias is indexed by i (bias_on_rows) or by j, and may be NULL.
+ *   n_tiles >= 1: one call computes n_tiles tiles side by side, left to right: tile n
+ *     has B at b + n * b_ts, C from column n * NR and (when indexed by j) bias from
+ *     bias + n * NR. Every tile is NR wide but the last, which is nr wide. One call
+ *     per row of tiles pays the row's setup (A's row pointers, edge masks, the call
+ *     itself) once, which matters on short reductions (16 channels: 16 steps a tile).
  *   clamp: if set, y = min(max(y, lo), hi) with NaN propagating (as numpy's maximum).
  *
  * Summation order is fixed: acc starts at 0 (or at C's value when accumulate is set: a
@@ -50,6 +58,9 @@ typedef struct fpw_f32_tile {
     float lo, hi;
     int accumulate; /* start from C's values (a later block of a split reduction) */
     int finish;     /* add bias and clamp (the last block; every tile if not split) */
+    size_t n_tiles; /* column tiles, left to right (see above) */
+    ptrdiff_t b_ts; /* B's stride from one column tile to the next */
+    int a_prefetch; /* a hint: A's columns are far apart (see above) */
 } fpw_f32_tile;
 
 typedef void (*fpw_f32_gemm_fn)(const fpw_f32_tile* tile);
@@ -183,6 +194,20 @@ typedef struct fpw_quant_ukernel {
 #define FPW_UNROLL
 #define FPW_MAYBE_UNUSED
 #endif
+
+/* For a family whose body computes one tile: runs t's n_tiles column tiles through it,
+ * NR wide but for the last. */
+FPW_ALWAYS_INLINE void fpw_f32_each_tile(const fpw_f32_tile* t, const size_t NR,
+                                         void (*one_tile)(const fpw_f32_tile*)) {
+    fpw_f32_tile tile = *t;
+    for (size_t n = 0; n < t->n_tiles; n++) {
+        tile.nr = n + 1 < t->n_tiles ? NR : t->nr;
+        one_tile(&tile);
+        tile.b += tile.b_ts;
+        tile.c += (ptrdiff_t)NR * tile.c_cs;
+        if (tile.bias && !tile.bias_on_rows) tile.bias += NR;
+    }
+}
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define FPW_X86_64 1

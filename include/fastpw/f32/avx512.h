@@ -104,7 +104,7 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile*
         }                                                                                                    \
         break;
 
-static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile* t) {
+static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512_one(const fpw_f32_tile* t) {
     const int a_rows = t->a_rs != 1;
     const int nv = t->nr > 16 ? 2 : 1;
     switch (t->mr) {
@@ -123,6 +123,10 @@ static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile* t) 
         default:
             break;
     }
+}
+
+static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile* t) {
+    fpw_f32_each_tile(t, FPW_AVX512_NR, fpw_f32_gemm_12x32__avx512_one);
 }
 #undef FPW_AVX512_CASE
 

@@ -195,7 +195,7 @@ FPW_ALWAYS_INLINE void fpw_f32_tile_neon(const fpw_f32_tile* t, const int MR, co
         }                                                                                                    \
         break;
 
-static void fpw_f32_gemm_8x12__neon(const fpw_f32_tile* t) {
+static void fpw_f32_gemm_8x12__neon_one(const fpw_f32_tile* t) {
     const int a_rows = t->a_rs != 1;
     const int nv = t->nr > 8 ? 3 : t->nr > 4 ? 2 : 1;
     switch (t->mr) {
@@ -210,6 +210,10 @@ static void fpw_f32_gemm_8x12__neon(const fpw_f32_tile* t) {
         default:
             break;
     }
+}
+
+static void fpw_f32_gemm_8x12__neon(const fpw_f32_tile* t) {
+    fpw_f32_each_tile(t, FPW_NEON_NR, fpw_f32_gemm_8x12__neon_one);
 }
 #undef FPW_NEON_CASE
 

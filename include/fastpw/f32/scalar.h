@@ -14,7 +14,7 @@
 #define FPW_SCALAR_MR 4
 #define FPW_SCALAR_NR 8
 
-static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
+static void fpw_f32_gemm_4x8__scalar_one(const fpw_f32_tile* t) {
     float acc[FPW_SCALAR_MR][FPW_SCALAR_NR] = {{0.0f}};
     const size_t mr = t->mr, nr = t->nr;
     if (t->accumulate) {
@@ -40,6 +40,10 @@ static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
             t->c[(ptrdiff_t)i * t->c_rs + (ptrdiff_t)j * t->c_cs] = y;
         }
     }
+}
+
+static void fpw_f32_gemm_4x8__scalar(const fpw_f32_tile* t) {
+    fpw_f32_each_tile(t, FPW_SCALAR_NR, fpw_f32_gemm_4x8__scalar_one);
 }
 
 static const fpw_f32_ukernel fpw_f32_ukernel__scalar =
