@@ -13,12 +13,16 @@ Three orientations map a layer onto the microkernel contract (include/fastpw/fas
 
   NCHW direct      rows = output channels (A = weight panels), cols = pixels (B = x's
                    pixels, packed per block into panels of NR)
-  NCHW transposed  rows = pixels (A = x's pixels, packed per block into panels of MR),
+  NCHW transposed  rows = pixels (A = x's pixels, packed per block into panels of MR,
+                   or read in place when the layer has at most NR output channels),
                    cols = output channels (B = transposed weight panels), stored
                    transposed; used when the pixel count wastes many vector lanes
-                   (7x7 = 49 pixels, say)
+                   (7x7 = 49 pixels, say) or there is a single column tile
   NHWC             rows = pixels (A = x rows, read in place), cols = output channels
                    (B = weight panels)
+
+Where columns are walked inside rows (weights that fit L2), one float32 kernel call
+computes a whole row of column tiles (fpw_f32_tile.n_tiles).
 """
 
 from cython.parallel cimport parallel, prange
