@@ -43,6 +43,9 @@ def run_scenario(call: str, env: dict | None = None) -> str:
         stderr=subprocess.STDOUT,
         text=True,
         env=child_env,
+        # Not the repository root, whose unbuilt fastpw/ would come first on sys.path
+        # (python -c puts the working folder there): the installed package is tested.
+        cwd=TESTS,
         start_new_session=True,
     )
     try:
