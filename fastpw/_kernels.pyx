@@ -1288,15 +1288,10 @@ cdef class Q8Plan:
         cdef int64_t Cg = self.in_channels // G
         cdef int64_t Cgg = (Cg + group_size - 1) // group_size
         cdef int64_t MR = fam.mr, NR = fam.nr
-        # NCHW layers with at most NR output channels read their pixels in place, as
-        # the transposed orientation's rows: there is a single column tile, so packed
-        # pixels would be read once, and packing them is a whole extra pass over x
-        # (squeezenet 96->16 55x55: 27% of the time).
-        cdef bint pixels_in_place = not self.nhwc and x_ps == 1 and Kg <= <int64_t>fam.nr
         cdef Orientation orientation = PIXEL_ROWS
         if not self.nhwc:
-            orientation = (PIXEL_ROWS_STORED_TRANSPOSED
-                           if pixels_in_place or self._transposed_pays(pixels) else CHANNEL_ROWS)
+            orientation = (PIXEL_ROWS_STORED_TRANSPOSED if self._transposed_pays(pixels)
+                           else CHANNEL_ROWS)
         scale, lo, hi, zero_point, clamp = epilogue
         bias = self.folded_bias[x_signed]
         # The panels the kernel reads, held while the GIL is released.
