@@ -12,6 +12,8 @@
  * waste small for the spatial sizes of real networks.
  * Edge tiles: mr < 12 and nr <= 16 get their own fully unrolled instances (selected by a
  * switch), so a 1-row or 16-column remainder does not pay for a 12x32 tile.
+ * A row of column tiles (n_tiles) runs in one call: the full-width tiles in one loop,
+ * then the narrower last one.
  */
 #ifndef FASTPW_F32_AVX512_H
 #define FASTPW_F32_AVX512_H
@@ -26,65 +28,92 @@
 #define FPW_AVX512_NV 2 /* vectors of 16 floats per tile row */
 #define FPW_AVX512_NR (16 * FPW_AVX512_NV)
 
-/* MR, NV and A_ROWS are compile-time constants at every call site: the loops unroll
+/* Rows of A by base + scaled index: bases at rows 0, 3, 6 and 9 and A's row stride in
+ * bytes times 1, 2, 4 or 8 reach each of 12 rows, so the loop holds 4 pointers and one
+ * stride where 12 row pointers spilled to the stack (12x32 tiles of NHWC rows: 5% of
+ * the kernel's time on AMD Zen 4). */
+static const int fpw_avx512_row_base[FPW_AVX512_MR] = {0, 0, 0, 1, 0, 1, 2, 1, 0, 3, 2, 1};
+static const int fpw_avx512_row_scale[FPW_AVX512_MR] = {0, 1, 2, 0, 4, 2, 0, 4, 8, 0, 4, 8};
+
+/* Tiles first .. first + count - 1 of t's row of tiles (see n_tiles), all nr wide.
+ * MR, NV and A_ROWS are compile-time constants at every call site: the loops unroll
  * completely and acc[][] lives in registers. A_ROWS selects A(i,c) = a[i*a_rs + c]
- * (row pointers) over A(i,c) = a[i + c*a_cs] (one pointer, unit stride across rows). */
+ * (rows) over A(i,c) = a[i + c*a_cs] (one pointer, unit stride across rows). */
 FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile* t, const int MR,
-                                                             const int NV, const int A_ROWS) {
-    __m512 acc[FPW_AVX512_MR][FPW_AVX512_NV];
+                                                             const int NV, const int A_ROWS,
+                                                             const size_t first, const size_t count,
+                                                             const size_t nr) {
     __mmask16 mask[FPW_AVX512_NV];
-    const float* a_row[FPW_AVX512_MR];
-    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx512_lane_mask(t->nr, v);
-    FPW_UNROLL for (int i = 0; i < MR; i++) {
-        a_row[i] = t->a + (ptrdiff_t)i * t->a_rs;
-        FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
-            t->accumulate ? _mm512_maskz_loadu_ps(mask[v], t->c + (ptrdiff_t)i * t->c_rs + 16 * v)
-                          : _mm512_setzero_ps();
-    }
-    const float* a = t->a;
-    const float* b = t->b;
-    const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
-    for (size_t k = 0; k < t->kc; k++) {
-        __m512 b_vec[FPW_AVX512_NV];
-        FPW_UNROLL for (int v = 0; v < NV; v++) b_vec[v] = _mm512_maskz_loadu_ps(mask[v], b + 16 * v);
-        FPW_UNROLL for (int i = 0; i < MR; i++) {
-            const __m512 a_vec = _mm512_set1_ps(A_ROWS ? a_row[i][k] : a[i]);
-            FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(a_vec, b_vec[v], acc[i][v]);
-        }
-        a += a_cs;
-        b += b_rs;
-    }
-    if (t->finish && t->bias) {
-        FPW_UNROLL for (int i = 0; i < MR; i++) {
-            FPW_UNROLL for (int v = 0; v < NV; v++) {
-                const __m512 bias = t->bias_on_rows ? _mm512_set1_ps(t->bias[i])
-                                                    : _mm512_maskz_loadu_ps(mask[v], t->bias + 16 * v);
-                acc[i][v] = _mm512_add_ps(acc[i][v], bias);
-            }
-        }
-    }
-    if (t->finish && t->clamp) {
-        /* max/min return their second operand when either is NaN: NaN propagates. */
-        const __m512 lo = _mm512_set1_ps(t->lo), hi = _mm512_set1_ps(t->hi);
+    /* The tile's fields as locals: Python extensions build with -fno-strict-aliasing, so
+     * every store to C would otherwise make the compiler reload them from *t. */
+    const ptrdiff_t c_rs = t->c_rs, c_cs = t->c_cs, a_cs = t->a_cs, b_rs = t->b_rs;
+    const ptrdiff_t a_rs_bytes = (ptrdiff_t)sizeof(float) * t->a_rs;
+    const size_t kc = t->kc;
+    FPW_UNROLL for (int v = 0; v < NV; v++) mask[v] = fpw_avx512_lane_mask(nr, v);
+    for (size_t n = first; n < first + count; n++) {
+        __m512 acc[FPW_AVX512_MR][FPW_AVX512_NV];
+        float* const c = t->c + (ptrdiff_t)(n * FPW_AVX512_NR) * c_cs;
+        const float* const bias_n = t->bias_on_rows || !t->bias ? t->bias : t->bias + n * FPW_AVX512_NR;
         FPW_UNROLL for (int i = 0; i < MR; i++) {
             FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
-                _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i][v]));
+                t->accumulate ? _mm512_maskz_loadu_ps(mask[v], c + (ptrdiff_t)i * c_rs + 16 * v)
+                              : _mm512_setzero_ps();
         }
-    }
-    if (t->c_cs == 1) {
-        FPW_UNROLL for (int i = 0; i < MR; i++) {
-            FPW_UNROLL for (int v = 0; v < NV; v++)
-                _mm512_mask_storeu_ps(t->c + (ptrdiff_t)i * t->c_rs + 16 * v, mask[v], acc[i][v]);
+        const char* base[4];
+        FPW_UNROLL for (int r = 0; r < 4; r++) base[r] = (const char*)t->a + (ptrdiff_t)(3 * r) * a_rs_bytes;
+        const float* a = t->a;
+        const float* b = t->b + (ptrdiff_t)n * t->b_ts;
+        for (size_t k = 0; k < kc; k++) {
+            __m512 b_vec[FPW_AVX512_NV];
+            FPW_UNROLL for (int v = 0; v < NV; v++) b_vec[v] = _mm512_maskz_loadu_ps(mask[v], b + 16 * v);
+            FPW_UNROLL for (int i = 0; i < MR; i++) {
+                const float* a_i =
+                    A_ROWS
+                        ? (const float*)(base[fpw_avx512_row_base[i]] + fpw_avx512_row_scale[i] * a_rs_bytes)
+                        : &a[i];
+                const __m512 a_vec = _mm512_set1_ps(*a_i);
+                FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
+                    _mm512_fmadd_ps(a_vec, b_vec[v], acc[i][v]);
+            }
+            if (A_ROWS) {
+                FPW_UNROLL for (int r = 0; r < 4; r++) base[r] += sizeof(float);
+            } else {
+                a += a_cs;
+            }
+            b += b_rs;
         }
-    } else {
-        /* Transposed store: column j of the tile is a run of mr floats when c_rs == 1. */
-        float tile[FPW_AVX512_MR][FPW_AVX512_NR];
-        FPW_UNROLL for (int i = 0; i < MR; i++) {
-            FPW_UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(&tile[i][16 * v], acc[i][v]);
+        if (t->finish && t->bias) {
+            FPW_UNROLL for (int i = 0; i < MR; i++) {
+                FPW_UNROLL for (int v = 0; v < NV; v++) {
+                    const __m512 bias = t->bias_on_rows ? _mm512_set1_ps(bias_n[i])
+                                                        : _mm512_maskz_loadu_ps(mask[v], bias_n + 16 * v);
+                    acc[i][v] = _mm512_add_ps(acc[i][v], bias);
+                }
+            }
         }
-        for (size_t j = 0; j < t->nr; j++) {
-            float* c_col = t->c + (ptrdiff_t)j * t->c_cs;
-            for (int i = 0; i < MR; i++) c_col[(ptrdiff_t)i * t->c_rs] = tile[i][j];
+        if (t->finish && t->clamp) {
+            /* max/min return their second operand when either is NaN: NaN propagates. */
+            const __m512 lo = _mm512_set1_ps(t->lo), hi = _mm512_set1_ps(t->hi);
+            FPW_UNROLL for (int i = 0; i < MR; i++) {
+                FPW_UNROLL for (int v = 0; v < NV; v++) acc[i][v] =
+                    _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i][v]));
+            }
+        }
+        if (c_cs == 1) {
+            FPW_UNROLL for (int i = 0; i < MR; i++) {
+                FPW_UNROLL for (int v = 0; v < NV; v++)
+                    _mm512_mask_storeu_ps(c + (ptrdiff_t)i * c_rs + 16 * v, mask[v], acc[i][v]);
+            }
+        } else {
+            /* Transposed store (c_rs == 1): column j of the tile is a run of MR floats. */
+            float tile[FPW_AVX512_MR][FPW_AVX512_NR];
+            FPW_UNROLL for (int i = 0; i < MR; i++) {
+                FPW_UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(&tile[i][16 * v], acc[i][v]);
+            }
+            for (size_t j = 0; j < nr; j++) {
+                float* c_col = c + (ptrdiff_t)j * c_cs;
+                FPW_UNROLL for (int i = 0; i < MR; i++) c_col[i] = tile[i][j];
+            }
         }
     }
 }
@@ -93,20 +122,22 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile*
     case MR:                                                                                                 \
         if (a_rows) {                                                                                        \
             if (nv == 2)                                                                                     \
-                fpw_f32_tile_avx512(t, MR, 2, 1);                                                            \
+                fpw_f32_tile_avx512(t, MR, 2, 1, first, count, nr);                                          \
             else                                                                                             \
-                fpw_f32_tile_avx512(t, MR, 1, 1);                                                            \
+                fpw_f32_tile_avx512(t, MR, 1, 1, first, count, nr);                                          \
         } else {                                                                                             \
             if (nv == 2)                                                                                     \
-                fpw_f32_tile_avx512(t, MR, 2, 0);                                                            \
+                fpw_f32_tile_avx512(t, MR, 2, 0, first, count, nr);                                          \
             else                                                                                             \
-                fpw_f32_tile_avx512(t, MR, 1, 0);                                                            \
+                fpw_f32_tile_avx512(t, MR, 1, 0, first, count, nr);                                          \
         }                                                                                                    \
         break;
 
-static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512_one(const fpw_f32_tile* t) {
+/* `count` tiles of width nr from column tile `first` on. */
+static FPW_AVX512_TARGET void fpw_f32_tiles_avx512(const fpw_f32_tile* t, size_t first, size_t count,
+                                                   size_t nr) {
     const int a_rows = t->a_rs != 1;
-    const int nv = t->nr > 16 ? 2 : 1;
+    const int nv = nr > 16 ? 2 : 1;
     switch (t->mr) {
         FPW_AVX512_CASE(12)
         FPW_AVX512_CASE(11)
@@ -124,11 +155,14 @@ static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512_one(const fpw_f32_tile*
             break;
     }
 }
+#undef FPW_AVX512_CASE
 
 static FPW_AVX512_TARGET void fpw_f32_gemm_12x32__avx512(const fpw_f32_tile* t) {
-    fpw_f32_each_tile(t, FPW_AVX512_NR, fpw_f32_gemm_12x32__avx512_one);
+    /* The full-width tiles in one loop, then a narrower last one. */
+    const size_t full = t->n_tiles - (t->nr < FPW_AVX512_NR);
+    if (full) fpw_f32_tiles_avx512(t, 0, full, FPW_AVX512_NR);
+    if (t->nr < FPW_AVX512_NR) fpw_f32_tiles_avx512(t, full, 1, t->nr);
 }
-#undef FPW_AVX512_CASE
 
 /* Peak-throughput probe: 24 independent FMA chains on registers only. Returns flops. */
 static FPW_AVX512_TARGET double fpw_fma_peak_loop__avx512(long iterations) {
