@@ -35,6 +35,48 @@
 static const int fpw_avx512_row_base[FPW_AVX512_MR] = {0, 0, 0, 1, 0, 1, 2, 1, 0, 3, 2, 1};
 static const int fpw_avx512_row_scale[FPW_AVX512_MR] = {0, 1, 2, 0, 4, 2, 0, 4, 8, 0, 4, 8};
 
+/* Stores vector v of the MR accumulator rows as columns: column j (of the at most 16
+ * that fall within `columns`) is the run c[j * c_cs], ..., c[j * c_cs + MR - 1]. A 16x16
+ * transpose in registers (rows past MR are zero and never stored) turns the 192 scalar
+ * loads and stores of a 12x16 half tile, through a copy on the stack, into 16 masked
+ * stores. */
+FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_avx512_store_columns(float* c, ptrdiff_t c_cs,
+                                                                  __m512 acc[FPW_AVX512_MR][FPW_AVX512_NV],
+                                                                  int v, const int MR, ptrdiff_t columns) {
+    __m512 r[16], pair[16], quad[16];
+    FPW_UNROLL for (int i = 0; i < 16; i++) r[i] = i < MR ? acc[i][v] : _mm512_setzero_ps();
+    /* Within each 128-bit lane L: pair[i], pair[i + 1] interleave rows i and i + 1 ... */
+    FPW_UNROLL for (int i = 0; i < 16; i += 2) {
+        pair[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        pair[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* ... and quad[h + q] holds rows h .. h + 3 of column 4L + q. */
+    FPW_UNROLL for (int h = 0; h < 16; h += 4) {
+        quad[h + 0] = _mm512_shuffle_ps(pair[h], pair[h + 2], 0x44);
+        quad[h + 1] = _mm512_shuffle_ps(pair[h], pair[h + 2], 0xEE);
+        quad[h + 2] = _mm512_shuffle_ps(pair[h + 1], pair[h + 3], 0x44);
+        quad[h + 3] = _mm512_shuffle_ps(pair[h + 1], pair[h + 3], 0xEE);
+    }
+    /* Column 4L + q gathers lane L of quad[q], quad[4 + q], quad[8 + q], quad[12 + q]. */
+    const __mmask16 rows = (__mmask16)((1u << MR) - 1u);
+    FPW_UNROLL for (int q = 0; q < 4; q++) {
+        const __m512 low01 = _mm512_shuffle_f32x4(quad[q], quad[4 + q], 0x44); /* lanes 0, 1 of both */
+        const __m512 low23 = _mm512_shuffle_f32x4(quad[q], quad[4 + q], 0xEE); /* lanes 2, 3 of both */
+        const __m512 high01 = _mm512_shuffle_f32x4(quad[8 + q], quad[12 + q], 0x44);
+        const __m512 high23 = _mm512_shuffle_f32x4(quad[8 + q], quad[12 + q], 0xEE);
+        const __m512 column[4] = {
+            _mm512_shuffle_f32x4(low01, high01, 0x88), /* L = 0 */
+            _mm512_shuffle_f32x4(low01, high01, 0xDD), /* L = 1 */
+            _mm512_shuffle_f32x4(low23, high23, 0x88), /* L = 2 */
+            _mm512_shuffle_f32x4(low23, high23, 0xDD), /* L = 3 */
+        };
+        FPW_UNROLL for (int lane = 0; lane < 4; lane++) {
+            const int j = 4 * lane + q;
+            if (j < columns) _mm512_mask_storeu_ps(c + (ptrdiff_t)j * c_cs, rows, column[lane]);
+        }
+    }
+}
+
 /* Tiles first .. first + count - 1 of t's row of tiles (see n_tiles), all nr wide.
  * MR, NV and A_ROWS are compile-time constants at every call site: the loops unroll
  * completely and acc[][] lives in registers. A_ROWS selects A(i,c) = a[i*a_rs + c]
@@ -105,15 +147,10 @@ FPW_ALWAYS_INLINE FPW_AVX512_TARGET void fpw_f32_tile_avx512(const fpw_f32_tile*
                     _mm512_mask_storeu_ps(c + (ptrdiff_t)i * c_rs + 16 * v, mask[v], acc[i][v]);
             }
         } else {
-            /* Transposed store (c_rs == 1): column j of the tile is a run of MR floats. */
-            float tile[FPW_AVX512_MR][FPW_AVX512_NR];
-            FPW_UNROLL for (int i = 0; i < MR; i++) {
-                FPW_UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(&tile[i][16 * v], acc[i][v]);
-            }
-            for (size_t j = 0; j < nr; j++) {
-                float* c_col = c + (ptrdiff_t)j * c_cs;
-                FPW_UNROLL for (int i = 0; i < MR; i++) c_col[i] = tile[i][j];
-            }
+            /* The transposed orientation (c_rs == 1): column j of the tile is a run of MR
+             * floats. */
+            FPW_UNROLL for (int v = 0; v < NV; v++)
+                fpw_avx512_store_columns(c + 16 * v * c_cs, c_cs, acc, v, MR, (ptrdiff_t)nr - 16 * v);
         }
     }
 }
