@@ -433,6 +433,9 @@ cdef enum:
     # every thread count. int8 never splits: its epilogue requantizes, and its groups of
     # 4 channels pack 4 times more reduction into the same bytes.
     KC_BLOCK = 512
+    # NCHW planes larger than this are packed, not read in place, when the output
+    # channels take more than one vector (see F32Plan.run): measured, not derived.
+    IN_PLACE_PLANE_BYTES = 16384
 
 
 # NHWC pixel rows 4 KiB apart are restrided (Gemm.restride_a) only for tiles of at least
@@ -830,6 +833,20 @@ cdef inline double _lane_use(int64_t n, int64_t width) noexcept nogil:
     return <double>n / <double>(_round_up(n, width))
 
 
+cdef inline bint _rows_share_l1_sets(int64_t stride_bytes, int64_t rows) noexcept nogil:
+    """Would `rows` streams `stride_bytes` apart, read side by side, take more than half
+    the 8 ways of a set of a 32 KiB L1 (a 4 KiB period of 64 sets of 64-byte lines),
+    leaving too little room for the other operands? A stride that is a multiple of 64
+    bytes reaches only 4096 / gcd(stride, 4096) sets: 32 NCHW planes of 32x32 floats
+    (4 KiB apart) share one set, those of 48x48 (9 KiB) 8 to a set."""
+    cdef int64_t a = stride_bytes % 4096, b = 4096
+    while a:  # gcd(stride, 4096)
+        a, b = b % a, a
+    if b < 64:  # consecutive streams fall into different lines of every set
+        return False
+    return rows > 4 * (4096 // b)
+
+
 cdef inline bint _extents_overlap(cnp.ndarray x, cnp.ndarray y) noexcept:
     """Conservative test: do the memory spans of x and y intersect?"""
     cdef char *x_lo = <char *>cnp.PyArray_DATA(x)
@@ -1045,12 +1062,16 @@ cdef class F32Plan:
             self.row_panels = _pack_panels(weight, groups, self.kernel.mr, 1, np.float32)
 
     cdef bint _transposed_pays(self, int64_t pixels) noexcept:
-        """NCHW: read the output transposed when pixels fill vectors far worse than
-        output channels do (e.g. 49 pixels in 64 lanes vs 2048 channels)."""
+        """NCHW: read the output transposed when pixels fill vectors worse than output
+        channels do (e.g. 49 pixels in 64 lanes vs 2048 channels, or 196 in 208 vs 64
+        in 64). The transposed store is a register transpose in the x86 families, so a
+        few lanes pay for it: 384->64 14x14, 512->64 13x13 and 1024->256 14x14 ran
+        6-14% faster transposed on AMD Zen 4 (avx512 and avx2). Pixel counts that fill
+        all but a handful of lanes (16->64 55x55: 3025 in 3040) stay direct, where
+        reading the weights as rows ran 15% faster."""
         cdef int64_t width = self.kernel.lanes
-        # Scatter stores cost the transposed orientation a few percent.
-        return (0.95 * _lane_use(self.out_channels // self.groups, width)
-                > _lane_use(pixels, width) + 0.05)
+        return (_lane_use(self.out_channels // self.groups, width)
+                > _lane_use(pixels, width) + 0.01)
 
     def run(self, x, out, num_threads, bint check_overlap=True):
         """Compute into `out` (or a new array) if x and out need no preparation.
@@ -1111,7 +1132,20 @@ cdef class F32Plan:
         # the transposed orientation's rows: there is a single column tile, so packed
         # pixels would be read once, and packing them is a whole extra pass over x
         # (squeezenet 96->16 55x55: 27% of the time).
-        cdef bint pixels_in_place = not self.nhwc and x_ps == 1 and Kg <= <int64_t>fam.nr
+        # Where the planes alias in L1 (32x32, 48x48, 64x64, 112x112 maps), packing pays
+        # once the output channels take more than one vector: on AMD Zen 4, 32->32
+        # 32x32 ran 0.68x XNNPACK in place and 0.82x packed (avx512), 16->16 32x32 0.42x
+        # and 0.99x (avx2), 32->32 48x48 0.77x and 0.85x (avx512); with one vector in
+        # place stayed ahead (avx512 256->16 32x32: 0.92x in place, 0.71x packed).
+        # Likewise for planes past IN_PLACE_PLANE_BYTES (32->32 127x127: 0.73x in place,
+        # 0.86x packed; avx2 16->16 127x127 0.54x and 0.68x, 64->12 100x100 0.80x and
+        # 0.91x), while avx2 kept 96->16 55x55 (12 KiB planes) at 0.81x in place, 0.72x
+        # packed.
+        cdef bint pixels_in_place = (
+            not self.nhwc and x_ps == 1 and Kg <= <int64_t>fam.nr
+            and (Kg <= <int64_t>fam.lanes
+                 or (not _rows_share_l1_sets(4 * x_cs, Cg)
+                     and 4 * pixels <= IN_PLACE_PLANE_BYTES)))
         cdef Orientation orientation = PIXEL_ROWS
         if not self.nhwc:
             orientation = (PIXEL_ROWS_STORED_TRANSPOSED

@@ -217,6 +217,18 @@ def test_edge_tiles(isa, layout):
         assert_matches_reference(y, x, weight, bias, layout)
 
 
+@pytest.mark.parametrize("k", [8, 12, 16, 24, 32])
+def test_nchw_planes_a_multiple_of_4k(isa, k):
+    """NCHW planes 4 KiB apart (32x32 floats) alias in L1: layers of at most NR output
+    channels then pack their pixels or read them in place depending on K (F32Plan).
+    Both ways, and the 16 KiB planes of 64x64, match the reference."""
+    rng = np.random.default_rng(k)
+    for c, side in ((40, 32), (9, 64)):
+        x, weight, bias = random_inputs(rng, "NCHW", 1, c, side, side, k)
+        y = fastpw.conv1x1(x, weight, bias, layout="NCHW")
+        assert_matches_reference(y, x, weight, bias, "NCHW")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_multi_tile_sizes(isa, layout):
     rng = np.random.default_rng(2)
