@@ -105,7 +105,7 @@ def float_path(rng: np.random.Generator) -> tuple[F32, fastpw.Conv1x1, fastpw.Co
     activation: str | tuple[float, float] | None = layer.activation
     isa: str = layer.isa
     assert weight.shape == (out_channels, in_channels // groups) and bias is not None
-    assert (layout, stride, activation, isa) == ("NCHW", (2, 2), "relu", fastpw.isa())
+    assert (layout, stride, activation, isa) == ("NCHW", (2, 2), "relu", fastpw.isa("float32"))
     assert "Conv1x1(" in repr(strided)
     return x, layer, fastpw.Conv1x1(rng.standard_normal((8, 32), dtype=np.float32))
 
